@@ -1,0 +1,101 @@
+"""Supervised fine-tuning of a VLM on conversation rows with images (TRL's SFTTrainer).
+
+    halign sft --config configs/demo/sft.yaml [--field value ...]
+    accelerate launch --config_file configs/accelerate/zero2.yaml -m align sft --config FILE
+
+The config is TRL's SFTConfig plus halign's model/data fields (align/config.py). Before training every
+row is checked so that `max_length` cannot cut image tokens. The final model is saved to
+`output_dir/model` (renamed into place when complete); checkpoints go to `output_dir/checkpoint-N` and
+`--resume true` continues from the last one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trl import SFTConfig
+
+from align.config import DataFields, ModelFields, cpu_defaults, parse_config
+from reward.files import InputError, atomic_path, write_json
+
+
+@dataclass
+class SFTStageConfig(ModelFields, DataFields, SFTConfig):
+    """Supervised fine-tuning on conversation rows {"images": [...], "messages": [...]}."""
+
+    def __post_init__(self):
+        cpu_defaults(self)
+        super().__post_init__()
+
+
+def prepare_model(cfg):
+    """Load, freeze by part, and build the LoRA config: the common start of every training stage."""
+    from align.modeling import apply_freezing, load_model_and_processor, lora_config
+
+    model, processor = load_model_and_processor(cfg)
+    apply_freezing(model, cfg)
+    peft_config = lora_config(model, cfg) if cfg.use_peft else None
+    return model, processor, peft_config
+
+
+def load_sft_dataset(cfg, processor):
+    from align.lengths import filter_by_length, row_lengths
+    from data_prep.conversations import decode_images, image_sizes, load_conversations
+
+    if not cfg.dataset:
+        raise InputError("no dataset given", file=getattr(cfg, "config_path", None),
+                         fix="set `dataset:` to a JSONL of conversation rows")
+    ds = load_conversations(cfg.dataset, cfg.images_dir, cfg.max_samples, decode=False)
+    if cfg.check_image_tokens and cfg.max_length is not None:
+        lengths = row_lengths(ds, processor,
+                              texts_of=lambda r: processor.apply_chat_template(r["messages"], tokenize=False),
+                              sizes_of=lambda r: image_sizes(r["images"]))
+        keep = filter_by_length(lengths, cfg.max_length, drop=cfg.drop_long_samples, where=cfg.dataset)
+        if len(keep) < len(ds):
+            ds = ds.select(keep)
+    return decode_images(ds)
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+def save_final(trainer, processor, out: Path) -> Path:
+    """The trained model (adapter only for LoRA) + processor, written to a temp folder then renamed."""
+    with atomic_path(out) as tmp:
+        trainer.save_model(str(tmp))
+        processor.save_pretrained(tmp)
+    return out
+
+
+def run_sft(cfg) -> dict:
+    from trl import SFTTrainer
+
+    from align.modeling import print_parameter_report
+
+    t0 = time.time()
+    model, processor, peft_config = prepare_model(cfg)
+    dataset = load_sft_dataset(cfg, processor)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
+                         peft_config=peft_config)
+    report = print_parameter_report(trainer.model, "sft")
+    resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    out = save_final(trainer, processor, Path(cfg.output_dir) / "model")
+    metrics = {"train_loss": round(result.training_loss, 4), "steps": result.global_step,
+               "rows": len(dataset), "resumed_from": resume, "seconds": round(time.time() - t0, 1),
+               "parameters": report, "model": str(out)}
+    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_config(SFTStageConfig, argv, "sft")
+    metrics = run_sft(cfg)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}), file=sys.stdout)
+    return 0
