@@ -1,0 +1,320 @@
+"""CHAIR (Rohrbach et al. 2018): object mentions in captions, ground truth, CHAIR_s / CHAIR_i / recall.
+
+mode="reference" reproduces LisaAnne/Hallucination utils/chair.py caption by caption:
+  lowercase -> nltk 3.2.5 word_tokenize (reward/text.py) -> Pattern 3.6 singularize on EVERY token
+  (reward/singular.py) -> merge two-word phrases greedily left to right -> drop every "seat" when "toilet"
+  is also there -> keep the words listed in the synonym table, mapped to their object.
+  With the COCO vocabulary the phrase list is the reference's: its `coco_double_words`, "baby"/"adult" +
+  an animal word (the animal), "passenger" + jet/train (the vehicle), "bow tie" -> tie, "toilet seat" ->
+  toilet, "wine glas" -> wine glass (Pattern turns "glass" into "glas"). Any other vocabulary gets its own
+  multi-word forms as phrases (longest first), and its forms are matched both as written and singularized,
+  so "stars" and "crescent moons" are found.
+mode="fixed" keeps the pipeline but repairs the reference's known bugs: a token that is a vocabulary word
+  (or a regular plural of one) is used as written instead of Pattern's singular ("bus", "buses", "glass",
+  "ties", "tennis", "sports"), forms are lowercased and stripped (" motor bike", " cheesecake", "iPhone"
+  match), "motor bike" and three-word forms ("stove top oven") merge.
+
+Counting is the reference's: every mention counts, duplicates included; CHAIR_i pools mentions over all
+captions; CHAIR_s counts every caption (also those that mention nothing). Rates come from integer counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+from reward.files import InputError
+from reward.singular import singularize
+from reward.text import token_spans
+from reward.vocab import Vocabulary, load_vocabulary
+
+MODES = ("reference", "fixed")
+
+# ---------------------------------------------------------------- the reference's hard-coded COCO rules
+COCO_DOUBLE_WORDS = (
+    "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
+    "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball", "baseball bat",
+    "baseball glove", "tennis racket", "wine glass", "hot dog", "cell phone", "mobile phone", "teddy bear",
+    "hair drier", "potted plant", "bow tie", "laptop computer", "stove top oven", "home plate", "train track")
+# "baby bird" is a bird, not a person ("baby" and "adult" are person synonyms).
+ANIMAL_WORDS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal",
+                "cub")
+# "passenger jet" is a jet, not a person.
+VEHICLE_WORDS = ("jet", "train")
+
+
+def _coco_double_words() -> dict[str, str]:
+    table = {w: w for w in COCO_DOUBLE_WORDS}
+    for animal in ANIMAL_WORDS:
+        table[f"baby {animal}"] = animal
+        table[f"adult {animal}"] = animal
+    for vehicle in VEHICLE_WORDS:
+        table[f"passenger {vehicle}"] = vehicle
+    table["bow tie"] = "tie"
+    table["toilet seat"] = "toilet"
+    table["wine glas"] = "wine glass"
+    return table
+
+
+class Mention(NamedTuple):
+    """One object mention: the word as CHAIR sees it, its object, and where it was written."""
+    surface: str  # after lowercasing, singularizing and phrase merging ("hot dog", "star", "wine glass")
+    object: str   # canonical object name
+    start: int    # text[start:end] is what was written ("Stars", "crescent moons", "Hot Dogs")
+    end: int
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """A vocabulary compiled for one mode: how tokens become words, which phrases merge, what is an object."""
+    lemma: Mapping[str, str]                  # fixed mode: vocabulary words and their plurals, used as written
+    phrases: Mapping[tuple[str, ...], str]    # word sequence -> the word it is merged into
+    max_phrase: int
+    objects: Mapping[str, str]                # word -> canonical object
+    toilet_seat: bool                         # drop "seat" when "toilet" is in the caption
+
+    def word(self, token: str) -> str:
+        return self.lemma.get(token) or singularize(token)
+
+
+def _is_coco(vocab: Vocabulary) -> bool:
+    return set(vocab.objects) == set(load_vocabulary("coco").objects)
+
+
+def _words_of(form: str) -> tuple[str, ...]:
+    return tuple(tok for tok, _, _ in token_spans(" ".join(form.lower().split())))
+
+
+def _regular_plurals(word: str) -> set[str]:
+    """Plurals a fixed-mode token may have for a vocabulary word (irregular ones are Pattern's job)."""
+    out = {word + "s"}
+    if word.endswith(("s", "x", "z", "ch", "sh", "o")):
+        out.add(word + "es")
+    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
+        out.add(word[:-1] + "ies")
+    if word.endswith("fe"):
+        out.add(word[:-2] + "ves")
+    elif word.endswith("f"):
+        out.add(word[:-1] + "ves")
+    return out
+
+
+@lru_cache(maxsize=64)
+def _compile(vocab: Vocabulary, mode: str) -> _Matcher:
+    if mode not in MODES:
+        raise ValueError(f"CHAIR mode must be one of {MODES}, not {mode!r}")
+    coco = _is_coco(vocab)
+    if coco and mode == "reference":
+        # The synonym table as the reference reads it: raw forms, later lines win; pairs only.
+        objects = {}
+        for obj in vocab.objects:
+            for form in vocab.synonyms[obj]:
+                objects[form] = vocab.synonyms[obj][0]
+        phrases = {tuple(k.split(" ")): v for k, v in _coco_double_words().items()}
+        return _Matcher({}, phrases, 2, objects, True)
+
+    objects: dict[str, str] = {}
+    phrases: dict[tuple[str, ...], str] = {}
+    lemma: dict[str, str] = {}
+    for obj in vocab.objects:
+        for form in vocab.forms(obj):
+            words = _words_of(form)
+            if not words:
+                continue
+            surface = " ".join(words)
+            variants = {words}
+            if mode == "reference":
+                variants.add(tuple(singularize(w) for w in words))  # tokens arrive singularized
+            for variant in variants:
+                if len(variant) == 1:
+                    objects.setdefault(variant[0], obj)
+                else:
+                    phrases.setdefault(variant, surface)
+            objects.setdefault(surface, obj)
+            if mode == "fixed":
+                for w in words:
+                    lemma[w] = w
+    if mode == "fixed":
+        for w in list(lemma):
+            for plural in _regular_plurals(w):
+                lemma.setdefault(plural, w)
+    if coco:  # fixed COCO: the reference's phrase rules, now with every target resolvable
+        for k, v in _coco_double_words().items():
+            if k == "wine glas":
+                continue  # only needed because Pattern turns "glass" into "glas"
+            phrases[tuple(k.split(" "))] = v
+    max_phrase = max((len(p) for p in phrases), default=1)
+    return _Matcher(lemma, phrases, max_phrase, objects, coco)
+
+
+def _lowercase_with_offsets(text: str) -> tuple[str, list[int] | None]:
+    """text.lower() and, when lowering changed lengths ("İ" -> "i̇"), each lowered char's source index."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low, None
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        origin.extend([i] * len(ch.lower()))
+    return low, origin
+
+
+def extract_mentions(text: str, vocab: Vocabulary | str = "coco", mode: str = "reference") -> list[Mention]:
+    """Object mentions of `text` in caption order, duplicates kept (CHAIR's `caption_to_words`)."""
+    vocab = load_vocabulary(vocab)
+    m = _compile(vocab, mode)
+    low, origin = _lowercase_with_offsets(text)
+    tokens = token_spans(low)
+    words = [m.word(tok) for tok, _, _ in tokens]
+
+    # Merge phrases greedily left to right (longest first), remembering each word's token range.
+    merged: list[tuple[str, int, int]] = []  # (word, first token, last token)
+    phrases, longest = m.phrases, m.max_phrase
+    i, n = 0, len(words)
+    while i < n:
+        for size in range(min(longest, n - i), 1, -1):
+            target = phrases.get(tuple(words[i:i + size]))
+            if target is not None:
+                merged.append((target, i, i + size - 1))
+                i += size
+                break
+        else:
+            merged.append((words[i], i, i))
+            i += 1
+
+    # "the seat of the toilet" is not a chair.
+    drop_seat = m.toilet_seat and any(w == "toilet" for w, _, _ in merged) and any(w == "seat" for w, _, _ in merged)
+    out = []
+    objects = m.objects
+    for word, first, last in merged:
+        obj = objects.get(word)
+        if obj is None or (drop_seat and word == "seat"):
+            continue
+        start, end = tokens[first][1], tokens[last][2]
+        if origin is not None:
+            start, end = origin[start], origin[end - 1] + 1
+        out.append(Mention(word, obj, start, end))
+    return out
+
+
+def caption_objects(text: str, vocab: Vocabulary | str = "coco", mode: str = "reference") -> list[str]:
+    """The objects `text` mentions, in order, duplicates kept (CHAIR's node words)."""
+    return [mention.object for mention in extract_mentions(text, vocab, mode)]
+
+
+# ---------------------------------------------------------------- ground truth
+def _category_object(name: str, vocab: Vocabulary, mode: str, record: str) -> str:
+    obj = vocab.canonical(name)
+    if obj is None:
+        found = caption_objects(name, vocab, mode)
+        if len(found) == 1:
+            obj = found[0]
+    if obj is None:
+        raise InputError(f"category {name!r} is not an object of the {vocab.name!r} vocabulary", record=record,
+                         fix="pass the --vocab that lists these categories (a JSON/YAML {canonical: [forms]} file)")
+    return obj
+
+
+def ground_truth_from_coco(instances: Mapping, captions: Mapping | None = None,
+                           vocab: Vocabulary | str = "coco", mode: str = "reference") -> dict[Any, set[str]]:
+    """Objects per image: instance categories (crowd included) ∪ objects found in the GT captions.
+
+    `instances` / `captions` are parsed COCO instances_*.json / captions_*.json. Every image listed in
+    either gets an entry (possibly empty).
+    """
+    vocab = load_vocabulary(vocab)
+    names = {}
+    for cat in instances.get("categories", []):
+        names[cat["id"]] = _category_object(str(cat["name"]), vocab, mode, f"category {cat['id']}")
+    truth: dict[Any, set[str]] = {img["id"]: set() for img in instances.get("images", [])}
+    for k, ann in enumerate(instances.get("annotations", [])):
+        cat = ann.get("category_id")
+        if cat not in names:
+            raise InputError(f"annotation refers to category {cat!r}, which 'categories' does not list",
+                             record=f"annotations[{k}] (id {ann.get('id')})",
+                             fix="use the categories list that belongs to these annotations")
+        truth.setdefault(ann["image_id"], set()).add(names[cat])
+    if captions is not None:
+        for img in captions.get("images", []):
+            truth.setdefault(img["id"], set())
+        for ann in captions.get("annotations", []):
+            truth.setdefault(ann["image_id"], set()).update(caption_objects(ann["caption"], vocab, mode))
+    return truth
+
+
+def ground_truth_from_records(records: Iterable[Mapping], vocab: Vocabulary | str = "coco",
+                              mode: str = "reference") -> dict[Any, set[str]]:
+    """Objects per image from DESIGN.md's JSONL annotations ({"image_id", "objects": [{"name"}], "captions"})."""
+    vocab = load_vocabulary(vocab)
+    truth: dict[Any, set[str]] = {}
+    for k, rec in enumerate(records):
+        objs = truth.setdefault(rec["image_id"], set())
+        for o in rec.get("objects", []):
+            name = o["name"] if isinstance(o, Mapping) else o
+            objs.add(_category_object(str(name), vocab, mode, f"record {k} (image {rec['image_id']})"))
+        for cap in rec.get("captions", []) or []:
+            objs.update(caption_objects(cap, vocab, mode))
+    return truth
+
+
+def lookup_truth(ground_truth: Mapping, image_id: Any):
+    """ground_truth[image_id], forgiving "42" vs 42; None when the image is not there at all."""
+    if image_id in ground_truth:
+        return ground_truth[image_id]
+    alt = str(image_id) if not isinstance(image_id, str) else (int(image_id) if image_id.strip().lstrip("-").isdigit() else None)
+    if alt is not None and alt in ground_truth:
+        return ground_truth[alt]
+    return None
+
+
+# ---------------------------------------------------------------- scores
+def _rate(num: int, den: int) -> float:
+    return num / den if den else 0.0
+
+
+def caption_text(rec: Mapping, index: Any = None) -> str:
+    """The text of a caption record: "caption", else "response"."""
+    for key in ("caption", "response"):
+        value = rec.get(key)
+        if isinstance(value, str):
+            return value
+    raise InputError("record has no text field 'caption' or 'response'", record=index if index is not None else None,
+                     fix="give every record a 'caption' (or 'response') string")
+
+
+def chair_scores(captions: Sequence[Mapping], ground_truth: Mapping, vocab: Vocabulary | str = "coco",
+                 mode: str = "reference") -> dict:
+    """CHAIR result (DESIGN.md): chair_s, chair_i, recall, counts and per_caption details, in input order.
+
+    An image missing from `ground_truth` has no ground-truth objects (as in the reference).
+    """
+    vocab = load_vocabulary(vocab)
+    per_caption = []
+    n_hallucinated_captions = n_mentions = n_hallucinated = n_gt = n_gt_covered = 0
+    for k, rec in enumerate(captions):
+        text = caption_text(rec, f"caption {k}")
+        truth = lookup_truth(ground_truth, rec.get("image_id")) or set()
+        mentions = extract_mentions(text, vocab, mode)
+        mentioned = [[mn.surface, mn.object] for mn in mentions]
+        hallucinated = [[mn.surface, mn.object] for mn in mentions if mn.object not in truth]
+        n_mentions += len(mentioned)
+        n_hallucinated += len(hallucinated)
+        n_hallucinated_captions += bool(hallucinated)
+        n_gt += len(truth)
+        n_gt_covered += len({mn.object for mn in mentions} & set(truth))
+        per_caption.append({"image_id": rec.get("image_id"), "caption": text, "mentioned": mentioned,
+                            "hallucinated": hallucinated, "ground_truth": sorted(truth)})
+    n_captions = len(per_caption)
+    return {
+        "chair_s": _rate(n_hallucinated_captions, n_captions),
+        "chair_i": _rate(n_hallucinated, n_mentions),
+        "recall": _rate(n_gt_covered, n_gt),
+        "n_captions": n_captions,
+        "n_mentions": n_mentions,
+        "n_hallucinated": n_hallucinated,
+        "n_hallucinated_captions": n_hallucinated_captions,
+        "n_gt_objects": n_gt,
+        "n_gt_mentioned": n_gt_covered,
+        "mode": mode,
+        "vocabulary": vocab.name,
+        "per_caption": per_caption,
+    }

@@ -1,0 +1,110 @@
+"""Word tokenization exactly as CHAIR's `nltk.word_tokenize` (nltk 3.2.5, Python 3), without nltk.
+
+`word_tokenize(text)` = Punkt sentence split (reward/punkt.py), then the Treebank tokenizer on each
+sentence, with the three rules nltk 3.2.5 inserts in front of Treebank's own (curly quotes, guillemets,
+and a final-period rule that also looks through closing curly quotes). What the rules do, in order:
+
+- quotes: a leading `"` becomes ``, `"` after a space/bracket becomes ``, every other `"` becomes '';
+  curly quotes and guillemets are split off;
+- punctuation: `,` and `:` are split off unless a digit follows (so "1,000" and "10:30" stay whole);
+  "..." is split off; `; @ # $ % &` are split off; `?` and `!` are split off; a single quote before a
+  space is split off; a period is split off ONLY at the end of the sentence ("dogs." mid-sentence stays
+  one token -- that is why the sentence split matters);
+- brackets are split off, "--" is split off;
+- clitics: 's 'm 'd 'll 're 've n't (before a space) and the MacIntyre contractions (cannot -> can not,
+  gonna -> gon na, gimme, gotta, lemme, wanna, d'ye, mor'n, 'tis, 'twas) are split.
+
+`token_spans(text)` also returns where each token came from: tokens are pieces of the text in order (the
+rules only insert spaces, and turn `"` into `` or ''), so each token starts at the next non-space
+character. The per-rule "is the trigger character there?" guards skip substitutions that cannot change
+anything; they never change the result.
+"""
+from __future__ import annotations
+
+import re
+
+from reward.punkt import sentence_spans
+
+# (trigger, regex, replacement): the regex is only run when `trigger` occurs in the text (None: always).
+_Rule = tuple
+
+_STARTING_QUOTES: list[_Rule] = [
+    ("«“‘", re.compile(r"([«“‘])"), r" \1 "),                # nltk 3.2.5 addition
+    ('"', re.compile(r'^\"'), r"``"),
+    ("`", re.compile(r"(``)"), r" \1 "),
+    ('"', re.compile(r'([ (\[{<])"'), r"\1 `` "),
+]
+_PUNCTUATION: list[_Rule] = [
+    (".", re.compile(r"([^\.])(\.)([\]\)}>\"\'»”’ ]*)\s*$"), r"\1 \2 \3 "),  # nltk 3.2.5 addition
+    (":,", re.compile(r"([:,])([^\d])"), r" \1 \2"),
+    (":,", re.compile(r"([:,])$"), r" \1 "),
+    (".", re.compile(r"\.\.\."), r" ... "),
+    (";@#$%&", re.compile(r"[;@#$%&]"), r" \g<0> "),
+    (".", re.compile(r"([^\.])(\.)([\]\)}>\"\']*)\s*$"), r"\1 \2\3 "),  # the final period
+    ("?!", re.compile(r"[?!]"), r" \g<0> "),
+    ("'", re.compile(r"([^'])' "), r"\1 ' "),
+]
+_BRACKETS: list[_Rule] = [
+    ("[](){}<>", re.compile(r"[\]\[\(\)\{\}\<\>]"), r" \g<0> "),
+    ("-", re.compile(r"--"), r" -- "),
+]
+_ENDING_QUOTES: list[_Rule] = [
+    ("»”’", re.compile(r"([»”’])"), r" \1 "),                # nltk 3.2.5 addition
+    ('"', re.compile(r'"'), " '' "),
+    ("'", re.compile(r"(\S)(\'\')"), r"\1 \2 "),
+    ("'", re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+    ("'", re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+]
+# Case-insensitive (Unicode folding included), hence no cheap trigger character: one prefilter decides
+# whether any of them can match ("can", "gim", "gon", "got", "lem", "wan", "d'", "mor'", "'t").
+_CONTRACTIONS = [re.compile(p) for p in (
+    r"(?i)\b(can)(not)\b", r"(?i)\b(d)('ye)\b", r"(?i)\b(gim)(me)\b", r"(?i)\b(gon)(na)\b",
+    r"(?i)\b(got)(ta)\b", r"(?i)\b(lem)(me)\b", r"(?i)\b(mor)('n)\b", r"(?i)\b(wan)(na)\s",
+    r"(?i) ('t)(is)\b", r"(?i) ('t)(was)\b")]
+_CONTRACTION_HINT = re.compile(r"(?i)cannot|d'ye|gimme|gonna|gotta|lemme|mor'n|wanna|'tis|'twas")
+
+
+def _apply(rules: list[_Rule], text: str) -> str:
+    for trigger, regex, repl in rules:
+        if trigger is None or any(c in text for c in trigger):
+            text = regex.sub(repl, text)
+    return text
+
+
+def treebank_tokenize(sentence: str) -> list[str]:
+    """nltk 3.2.5's Treebank tokenizer with word_tokenize's additions, on one sentence."""
+    text = _apply(_STARTING_QUOTES, sentence)
+    text = _apply(_PUNCTUATION, text)
+    text = _apply(_BRACKETS, text)
+    text = _apply(_ENDING_QUOTES, " " + text + " ")
+    if _CONTRACTION_HINT.search(text):
+        for regex in _CONTRACTIONS:
+            text = regex.sub(r" \1 \2 ", text)
+    return text.split()
+
+
+def word_tokenize(text: str) -> list[str]:
+    """`nltk.word_tokenize(text)` of nltk 3.2.5 (exact for lowercased text, which is what CHAIR passes)."""
+    return [tok for start, end in sentence_spans(text) for tok in treebank_tokenize(text[start:end])]
+
+
+def token_spans(text: str) -> list[tuple[str, int, int]]:
+    """`word_tokenize(text)` with each token's character span in `text`: (token, start, end).
+
+    For a `"` that became `` or '' the span covers the one `"` character.
+    """
+    out: list[tuple[str, int, int]] = []
+    for s_start, s_end in sentence_spans(text):
+        pos = s_start
+        for tok in treebank_tokenize(text[s_start:s_end]):
+            while text[pos].isspace():  # str.split() separators are exactly str.isspace() characters
+                pos += 1
+            if text.startswith(tok, pos):
+                end = pos + len(tok)
+            elif text[pos] == '"' and tok in ("``", "''"):
+                end = pos + 1
+            else:  # pragma: no cover - the rules above only insert spaces and rewrite `"`
+                raise AssertionError(f"token {tok!r} not found at {pos} in {text!r}")
+            out.append((tok, pos, end))
+            pos = end
+    return out
