@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Iterator
 
 from data_prep.annotations import GroundedImage
@@ -34,6 +35,9 @@ class MiningOptions:
     length_match: float | None = None  # keep pairs with max(c/r, r/c) <= 1 + length_match (words)
     corruptions: tuple = ("crop", "noise", "blur", "mask")
     images_dir: str = "pair_images"  # image strategy: rejected images, relative to the pairs file
+    # how mentions are found: "fixed" reads the words as written (CHAIR's "reference" mode keeps the
+    # reference code's bugs, e.g. it never sees "bus"; right for scoring, wrong for labelling edits)
+    mention_mode: str = "fixed"
 
 
 class Miner:
@@ -140,8 +144,8 @@ class Miner:
         texts = None
         for k in range(self.o.per_image):
             rng = self.rng("inject", image, k)
-            if texts is None:
-                texts = list(self.grounded_texts(image, rng))
+            if texts is None:  # lazily: extracting every caption of 118k images would cost seconds
+                texts = list(islice(self.grounded_texts(image, rng), self.o.per_image))
                 if not texts:
                     self.stats.skip("inject: no grounded caption")
                     return
@@ -288,7 +292,7 @@ class Miner:
         for k in range(self.o.per_image):
             rng = self.rng("image", image, k)
             if texts is None:
-                texts = list(self.grounded_texts(image, rng))
+                texts = list(islice(self.grounded_texts(image, rng), self.o.per_image))
                 if not texts:
                     self.stats.skip("image: no grounded caption")
                     return

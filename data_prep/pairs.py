@@ -73,7 +73,8 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
     object_stats = ObjectStats(im.object_names for im in kept) if (
         "inject" in strategies and o.absent_from != "random") else None
     resp = {str(k): list(v) for k, v in (responses or {}).items()}
-    miner = Miner(vocab, lambda text: extract_mentions(text, vocab), o, seed, stats, object_stats, resp)
+    mode = o.mention_mode
+    miner = Miner(vocab, lambda text: extract_mentions(text, vocab, mode), o, seed, stats, object_stats, resp)
     methods = [getattr(miner, _METHOD[s]) for s in strategies]
     seen: set[bytes] = set()
     iterable = kept
