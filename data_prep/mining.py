@@ -50,6 +50,7 @@ class Miner:
         self.singular = frozenset(f.lower() for forms in vocab.synonyms.values() for f in forms) | frozenset(
             o.lower() for o in vocab.objects)
         self._surfaces: dict[str, str | None] = {}
+        self._unsayable: frozenset[str] | None = None
         self.popular = [(o, float(n)) for o, n in sorted(object_stats.images.items(), key=lambda kv: (-kv[1], kv[0]))
                         ] if object_stats else []
         total = sum(options.edit_mix.values())
@@ -72,14 +73,19 @@ class Miner:
                 f"{article_for(f)} {f}")] == [name]), None)
         return self._surfaces[name]
 
+    def unsayable(self) -> frozenset[str]:
+        """Objects with no written form the extractor recognises (never inserted: unverifiable)."""
+        if self._unsayable is None:
+            self._unsayable = frozenset(o for o in self.universe if not self.surface(o))
+        return self._unsayable
+
     def absent(self, present: set[str], rng: random.Random, avoid: set[str] = frozenset()) -> str | None:
         """The absent object to put in: the one the present objects make most tempting (co-occurrence),
         the most frequent one (popularity), or any (random)."""
         blocked = present | avoid
         how = self.o.absent_from
         if how == "cooccur" and self.objstats is not None:
-            ranked = [(o, s) for o, s in self.objstats.tempting(frozenset(present)) if o not in blocked
-                      and self.surface(o)]
+            ranked = self.objstats.tempting(frozenset(present), blocked | self.unsayable(), self.o.top_k)
             pick = pick_weighted(rng, ranked, self.o.top_k)
             if pick is not None:
                 return pick

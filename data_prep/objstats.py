@@ -35,7 +35,8 @@ class ObjectStats:
         for row in self.pair.values():  # drop the self-counts left at zero
             for k in [k for k, v in row.items() if v <= 0]:
                 del row[k]
-        self._cooc_cache: dict[frozenset, list[tuple[str, float]]] = {}
+        self._cooc_cache: dict[tuple, list[tuple[str, float]]] = {}
+        self._matrix = None
 
     def popular(self, universe: Iterable[str] = ()) -> list[str]:
         """Objects by number of images, most frequent first (ties by name); `universe` objects never
@@ -49,24 +50,42 @@ class ObjectStats:
         row = self.pair.get(obj, {})
         return sorted(row, key=lambda o: (-row[o], -self.images[o], o))
 
-    def tempting(self, present: frozenset[str]) -> list[tuple[str, float]]:
-        """Absent objects ranked by how strongly the present ones predict them: sum over present p of
-        P(o | p) = pair[p][o] / images[p]. The objects a model trained on this data is most tempted to add."""
-        hit = self._cooc_cache.get(present)
+    def tempting(self, present: frozenset[str], blocked: Iterable[str] = (), k: int = 3) -> list[tuple[str, float]]:
+        """The `k` absent objects that the present ones predict most strongly, with their scores:
+        sum over present p of P(o | p) = pair[p][o] / images[p]; objects in `blocked` and scores of 0 are
+        left out, ties go to the name first in alphabetical order. These are the objects a model trained
+        on this data is most tempted to add."""
+        key = (present, frozenset(blocked), k)
+        hit = self._cooc_cache.get(key)
         if hit is not None:
             return hit
-        score: dict[str, float] = {}
-        for p in present:
-            n = self.images.get(p)
-            if not n:
-                continue
-            for o, c in self.pair.get(p, {}).items():
-                if o not in present:
-                    score[o] = score.get(o, 0.0) + c / n
-        ranked = sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))
-        if len(self._cooc_cache) < 200_000:
-            self._cooc_cache[present] = ranked
+        import numpy as np
+
+        if self._matrix is None:
+            self._build_matrix()
+        rows = [self._index[p] for p in sorted(present) if p in self._index]  # sorted: same float sums
+        if not rows:
+            return []
+        score = self._matrix[rows].sum(axis=0)
+        drop = [self._index[o] for o in set(present) | set(blocked) if o in self._index]
+        score[drop] = 0.0
+        order = np.argsort(-score, kind="stable")[:k]
+        ranked = [(self._names[i], float(score[i])) for i in order if score[i] > 0]
+        if len(self._cooc_cache) < 100_000:
+            self._cooc_cache[key] = ranked
         return ranked
+
+    def _build_matrix(self) -> None:
+        import numpy as np
+
+        self._names = sorted(self.images)
+        self._index = {o: i for i, o in enumerate(self._names)}
+        m = np.zeros((len(self._names), len(self._names)))
+        for p, row in self.pair.items():
+            n = self.images[p]
+            for o, c in row.items():
+                m[self._index[p], self._index[o]] = c / n
+        self._matrix = m
 
 
 def pick_weighted(rng: random.Random, scored: Sequence[tuple[str, float]], top_k: int) -> str | None:
