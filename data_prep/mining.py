@@ -55,6 +55,7 @@ class Miner:
                         ] if object_stats else []
         total = sum(options.edit_mix.values())
         self.edit_mix = [(e, w / total) for e, w in options.edit_mix.items() if w > 0]
+        self.edit_weights = dict(self.edit_mix)
 
     # ------------------------------------------------------------------------------------ helpers
     def rng(self, strategy: str, image: GroundedImage, k: int) -> random.Random:
@@ -147,18 +148,31 @@ class Miner:
 
     # ------------------------------------------------------------------------------------ inject
     def inject(self, image: GroundedImage) -> Iterator[dict]:
-        texts = None
+        gen = self.grounded_texts(image, self.rng("inject", image, 0))
+        texts = list(islice(gen, self.o.per_image))  # lazily: extracting every caption costs seconds
+        if not texts:
+            self.stats.skip("inject: no grounded caption")
+            return
         for k in range(self.o.per_image):
             rng = self.rng("inject", image, k)
-            if texts is None:  # lazily: extracting every caption of 118k images would cost seconds
-                texts = list(islice(self.grounded_texts(image, rng), self.o.per_image))
-                if not texts:
-                    self.stats.skip("inject: no grounded caption")
-                    return
-            text, ms, objs, source = texts[k % len(texts)]
+            base = texts[k % len(texts)]
             first = self.draw_edit(rng)
-            order = [first] + [e for e, _ in sorted(self.edit_mix, key=lambda ew: -ew[1]) if e != first]
+            # a failed edit falls back to the length-neutral swap first, so that the mix of inserts
+            # (rejected longer) and omissions (rejected shorter) stays as asked
+            order = [first] + [e for e in ("swap", "insert", "omit") if e != first and e in self.edit_weights]
             for edit in order:
+                text, ms, objs, source = base
+                if edit == "omit" and len(objs) < 2:  # omission needs a caption naming two objects
+                    found = next((t for t in texts if len(t[2]) >= 2), None)
+                    while found is None:
+                        nxt = next(gen, None)
+                        if nxt is None:
+                            break
+                        texts.append(nxt)
+                        found = nxt if len(nxt[2]) >= 2 else None
+                    if found is None:
+                        continue
+                    text, ms, objs, source = found
                 rec = getattr(self, f"edit_{edit}")(image, text, ms, objs, source, rng)
                 if rec is not None and not self.length_ok(text, rec["rejected"][0]["content"][0]["text"]):
                     self.stats.skip(f"inject: {edit} length mismatch")

@@ -75,12 +75,17 @@ def generate(folder: Path, n_images: int, n_instances: int, seed: int = 0) -> tu
                 b = rng.choice(distinct) if rng.random() < 0.8 else rng.choice(scene)  # ~20 % may hallucinate
                 cap_id += 1
                 fc.write(("," if cap_id > 1 else "") + json.dumps(
-                    {"image_id": i + 1, "id": cap_id, "caption": templates[k].format(a=a, b=b)}) + "\n")
+                    {"image_id": i + 1, "id": cap_id, "caption": _articles(templates[k].format(a=a, b=b))}) + "\n")
         fi.write('], "categories": [' + ", ".join(
             json.dumps({"supercategory": "thing", "id": j + 1, "name": c}) for j, c in enumerate(cats)) + "]}\n")
         fc.write("]}\n")
     stamp.touch()
     return instances, captions
+
+
+def _articles(text: str) -> str:
+    import re
+    return re.sub(r"\b([Aa]) (?=[aeiou])", lambda m: m.group(1) + "n ", text)
 
 
 def run_child(instances: str, captions: str, out: str, seed: int) -> None:
