@@ -252,26 +252,16 @@ def load_pairs_dataset(path: str | Path, images_root: str | Path | None = None):
     """Load a pairs JSONL as a datasets.Dataset ready for TRL's DPOTrainer.
 
     Columns: images (list of PIL images, decoded on access), prompt, chosen, rejected (conversational
-    messages), plus the provenance columns; `rejected_images` (image strategy) decodes to PIL as well and
-    `corruption` is kept as a JSON string. images_root: folder the `images` paths are relative to (default:
-    the images_root recorded in stats.json beside the file, else the pairs file's folder).
+    messages with typed content parts), plus the provenance columns; `rejected_images` (image strategy)
+    decodes to PIL as well, `corruption` is a JSON string, `image_id` a string.
+    images_root: folder the `images` paths are relative to (default: the images_root recorded in the
+    stats.json written beside the pairs, else the pairs file's folder).
     """
     import datasets
 
     path = Path(path)
     here = path.resolve().parent
-    if images_root is None:
-        stats_file = path.parent / "stats.json"
-        root = here
-        if stats_file.is_file():
-            try:
-                recorded = json.loads(stats_file.read_text()).get("images_root")
-                root = Path(recorded) if recorded and json.loads(stats_file.read_text()).get(
-                    "pairs_file") == path.name else here
-            except (json.JSONDecodeError, OSError):
-                root = here
-    else:
-        root = Path(images_root)
+    root = Path(images_root) if images_root is not None else _recorded_images_root(path) or here
     rows = []
     for where, rec in iter_records(path, "pairs file"):
         for key in ("images", "prompt", "chosen", "rejected"):
@@ -279,10 +269,10 @@ def load_pairs_dataset(path: str | Path, images_root: str | Path | None = None):
                 raise InputError(f"pair has no {key!r}", file=path, record=f"line {where}",
                                  fix="pass a file written by `halign data pairs`")
         row = dict(rec)
+        row["image_id"] = str(rec.get("image_id"))
         row["images"] = [str(root / p) for p in rec["images"]]
         row["rejected_images"] = [str(here / p) for p in rec.get("rejected_images", [])]
         row["corruption"] = json.dumps(rec["corruption"]) if rec.get("corruption") is not None else None
-        row["image_id"] = str(rec["image_id"])
         rows.append(row)
     if not rows:
         raise InputError("the pairs file holds no pair", file=path, fix="mine pairs first")
@@ -291,6 +281,31 @@ def load_pairs_dataset(path: str | Path, images_root: str | Path | None = None):
         raise InputError(f"image {missing} not found", file=path,
                          fix="pass images_root (the --images folder the pairs were mined from)")
     ds = datasets.Dataset.from_list(rows)
-    image_list = datasets.List(datasets.Image())
-    ds = ds.cast_column("images", image_list)
-    return ds.cast_column("rejected_images", image_list)
+    # fix the types that an all-empty or all-null column would leave undetermined
+    features = ds.features.copy()
+    for name, feature in _PAIR_FEATURES().items():
+        if name in features:
+            features[name] = feature
+    return ds.cast(features)
+
+
+def _PAIR_FEATURES() -> dict:
+    from datasets import Image, List, Value
+
+    text, names, images = Value("string"), List(Value("string")), List(Image())
+    message = List({"role": text, "content": List({"type": text, "text": text})})
+    return {"image_id": text, "images": images, "prompt": message, "chosen": message, "rejected": message,
+            "strategy": text, "chosen_hallucinated": names, "rejected_hallucinated": names, "edit": text,
+            "objects_added": names, "objects_removed": names, "source": text, "chosen_score": Value("float64"),
+            "rejected_score": Value("float64"), "rejected_images": images, "corruption": text}
+
+
+def _recorded_images_root(path: Path) -> Path | None:
+    stats_file = path.parent / "stats.json"
+    try:
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(stats, dict) and stats.get("pairs_file") == path.name and stats.get("images_root"):
+        return Path(stats["images_root"])
+    return None
