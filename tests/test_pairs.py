@@ -15,7 +15,7 @@ from PIL import Image
 from align.cli import main as cli
 from data_prep.annotations import GroundedImage, GroundedObject
 from data_prep.mining import MiningOptions
-from data_prep.pairs import load_pairs_dataset, mine_pairs, pairs_command
+from data_prep.pairs import load_pairs_dataset, mine_pairs
 from data_prep.pairstats import MiningStats
 
 pytestmark = pytest.mark.unit
