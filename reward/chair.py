@@ -19,13 +19,12 @@ captions; CHAIR_s counts every caption (also those that mention nothing). Rates 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from reward.files import InputError
-from reward.singular import singularize
-from reward.text import token_spans
+from reward.singular import _CACHE as _SINGULAR_CACHE, singularize
+from reward.text import token_spans, word_tokenize
 from reward.vocab import Vocabulary, load_vocabulary
 
 MODES = ("reference", "fixed")
@@ -64,17 +63,21 @@ class Mention(NamedTuple):
     end: int
 
 
-@dataclass(frozen=True)
 class _Matcher:
     """A vocabulary compiled for one mode: how tokens become words, which phrases merge, what is an object."""
-    lemma: Mapping[str, str]                  # fixed mode: vocabulary words and their plurals, used as written
-    phrases: Mapping[tuple[str, ...], str]    # word sequence -> the word it is merged into
-    max_phrase: int
-    objects: Mapping[str, str]                # word -> canonical object
-    toilet_seat: bool                         # drop "seat" when "toilet" is in the caption
 
-    def word(self, token: str) -> str:
-        return self.lemma.get(token) or singularize(token)
+    def __init__(self, lemma: dict[str, str], phrases: dict[tuple[str, ...], str],
+                 objects: dict[str, tuple[str, str]],
+                 toilet_seat: bool):
+        self.lemma = lemma        # fixed mode: vocabulary words and their plurals, used as written
+        self.phrases = phrases    # word sequence -> the word it is merged into
+        self.phrase_starts = frozenset(p[0] for p in phrases)
+        self.max_phrase = max((len(p) for p in phrases), default=1)
+        self.objects = objects    # word -> (canonical object, surface to report)
+        self.interesting = frozenset(objects) | self.phrase_starts
+        self.toilet_seat = toilet_seat  # drop every "seat" when "toilet" is among the words
+        if toilet_seat and "toilet" not in objects:
+            raise ValueError("the toilet/seat rule needs 'toilet' among the object words")
 
 
 def _is_coco(vocab: Vocabulary) -> bool:
@@ -109,11 +112,12 @@ def _compile(vocab: Vocabulary, mode: str) -> _Matcher:
         objects = {}
         for obj in vocab.objects:
             for form in vocab.synonyms[obj]:
-                objects[form] = vocab.synonyms[obj][0]
-        phrases = {tuple(k.split(" ")): v for k, v in _coco_double_words().items()}
-        return _Matcher({}, phrases, 2, objects, True)
+                objects[form] = (vocab.synonyms[obj][0], form)
+        # The reference joins two words at a time, so its three-word "stove top oven" can never merge.
+        phrases = {tuple(k.split(" ")): v for k, v in _coco_double_words().items() if k.count(" ") == 1}
+        return _Matcher({}, phrases, objects, True)
 
-    objects: dict[str, str] = {}
+    objects: dict[str, tuple[str, str]] = {}
     phrases: dict[tuple[str, ...], str] = {}
     lemma: dict[str, str] = {}
     for obj in vocab.objects:
@@ -126,11 +130,11 @@ def _compile(vocab: Vocabulary, mode: str) -> _Matcher:
             if mode == "reference":
                 variants.add(tuple(singularize(w) for w in words))  # tokens arrive singularized
             for variant in variants:
-                if len(variant) == 1:
-                    objects.setdefault(variant[0], obj)
+                if len(variant) == 1:  # "glas" (how "glass" arrives) is reported as "glass"
+                    objects.setdefault(variant[0], (obj, surface))
                 else:
                     phrases.setdefault(variant, surface)
-            objects.setdefault(surface, obj)
+            objects.setdefault(surface, (obj, surface))
             if mode == "fixed":
                 for w in words:
                     lemma[w] = w
@@ -143,8 +147,7 @@ def _compile(vocab: Vocabulary, mode: str) -> _Matcher:
             if k == "wine glas":
                 continue  # only needed because Pattern turns "glass" into "glas"
             phrases[tuple(k.split(" "))] = v
-    max_phrase = max((len(p) for p in phrases), default=1)
-    return _Matcher(lemma, phrases, max_phrase, objects, coco)
+    return _Matcher(lemma, phrases, objects, coco)
 
 
 def _lowercase_with_offsets(text: str) -> tuple[str, list[int] | None]:
@@ -160,35 +163,11 @@ def _lowercase_with_offsets(text: str) -> tuple[str, list[int] | None]:
 
 def extract_mentions(text: str, vocab: Vocabulary | str = "coco", mode: str = "reference") -> list[Mention]:
     """Object mentions of `text` in caption order, duplicates kept (CHAIR's `caption_to_words`)."""
-    vocab = load_vocabulary(vocab)
-    m = _compile(vocab, mode)
     low, origin = _lowercase_with_offsets(text)
     tokens = token_spans(low)
-    words = [m.word(tok) for tok, _, _ in tokens]
-
-    # Merge phrases greedily left to right (longest first), remembering each word's token range.
-    merged: list[tuple[str, int, int]] = []  # (word, first token, last token)
-    phrases, longest = m.phrases, m.max_phrase
-    i, n = 0, len(words)
-    while i < n:
-        for size in range(min(longest, n - i), 1, -1):
-            target = phrases.get(tuple(words[i:i + size]))
-            if target is not None:
-                merged.append((target, i, i + size - 1))
-                i += size
-                break
-        else:
-            merged.append((words[i], i, i))
-            i += 1
-
-    # "the seat of the toilet" is not a chair.
-    drop_seat = m.toilet_seat and any(w == "toilet" for w, _, _ in merged) and any(w == "seat" for w, _, _ in merged)
+    found = _find_objects([tok for tok, _, _ in tokens], _compile(load_vocabulary(vocab), mode))
     out = []
-    objects = m.objects
-    for word, first, last in merged:
-        obj = objects.get(word)
-        if obj is None or (drop_seat and word == "seat"):
-            continue
+    for obj, word, first, last in found:
         start, end = tokens[first][1], tokens[last][2]
         if origin is not None:
             start, end = origin[start], origin[end - 1] + 1
@@ -196,9 +175,56 @@ def extract_mentions(text: str, vocab: Vocabulary | str = "coco", mode: str = "r
     return out
 
 
+def _find_objects(tokens: list[str], m: _Matcher) -> list[tuple[str, str, int, int]]:
+    """(object, surface, first token, last token) for every object word of a tokenized, lowercased caption."""
+    lemma = m.lemma
+    if lemma:
+        words = [lemma.get(tok) or singularize(tok) for tok in tokens]
+    else:
+        cached = _SINGULAR_CACHE.get
+        words = [cached(tok) or singularize(tok) for tok in tokens]
+
+    # Merge phrases greedily left to right (longest first). Only positions holding an object word or the
+    # first word of a phrase can produce anything, so only those are visited; a merge consumes the words
+    # it covers, exactly as the reference's word-by-word loop does.
+    objects, phrases, starts, longest = m.objects, m.phrases, m.phrase_starts, m.max_phrase
+    interesting = m.interesting
+    n = len(words)
+    found: list[tuple[str, str, int, int]] = []
+    consumed = 0
+    for i in [i for i, w in enumerate(words) if w in interesting]:
+        if i < consumed:
+            continue
+        word = words[i]
+        if word in starts:
+            for size in range(min(longest, n - i), 1, -1):
+                target = phrases.get(tuple(words[i:i + size]))
+                if target is not None:
+                    if target in objects:
+                        found.append((*objects[target], i, i + size - 1))
+                    consumed = i + size
+                    break
+            else:
+                if word in objects:
+                    found.append((*objects[word], i, i))
+        else:
+            found.append((*objects[word], i, i))
+    if m.toilet_seat and len(found) > 1:
+        # "the seat of the toilet" is not a chair: with "toilet" among the words, every "seat" goes.
+        # ("toilet" is an object word of every matcher with this rule, so `found` shows whether it is there.)
+        found_words = [f[1] for f in found]
+        if "seat" in found_words and "toilet" in found_words:
+            found = [f for f in found if f[1] != "seat"]
+    return found
+
+
+def _object_words(text: str, m: _Matcher) -> list[tuple[str, str, int, int]]:
+    return _find_objects(word_tokenize(text.lower()), m)
+
+
 def caption_objects(text: str, vocab: Vocabulary | str = "coco", mode: str = "reference") -> list[str]:
     """The objects `text` mentions, in order, duplicates kept (CHAIR's node words)."""
-    return [mention.object for mention in extract_mentions(text, vocab, mode)]
+    return [obj for obj, _, _, _ in _object_words(text, _compile(load_vocabulary(vocab), mode))]
 
 
 # ---------------------------------------------------------------- ground truth
@@ -288,19 +314,21 @@ def chair_scores(captions: Sequence[Mapping], ground_truth: Mapping, vocab: Voca
     An image missing from `ground_truth` has no ground-truth objects (as in the reference).
     """
     vocab = load_vocabulary(vocab)
+    matcher = _compile(vocab, mode)
     per_caption = []
     n_hallucinated_captions = n_mentions = n_hallucinated = n_gt = n_gt_covered = 0
     for k, rec in enumerate(captions):
         text = caption_text(rec, f"caption {k}")
         truth = lookup_truth(ground_truth, rec.get("image_id")) or set()
-        mentions = extract_mentions(text, vocab, mode)
-        mentioned = [[mn.surface, mn.object] for mn in mentions]
-        hallucinated = [[mn.surface, mn.object] for mn in mentions if mn.object not in truth]
+        found = _object_words(text, matcher)
+        mentioned = [[word, obj] for obj, word, _, _ in found]
+        hallucinated = [[word, obj] for obj, word, _, _ in found if obj not in truth]
         n_mentions += len(mentioned)
         n_hallucinated += len(hallucinated)
         n_hallucinated_captions += bool(hallucinated)
         n_gt += len(truth)
-        n_gt_covered += len({mn.object for mn in mentions} & set(truth))
+        if truth:
+            n_gt_covered += len(truth.intersection([obj for obj, _, _, _ in found]))
         per_caption.append({"image_id": rec.get("image_id"), "caption": text, "mentioned": mentioned,
                             "hallucinated": hallucinated, "ground_truth": sorted(truth)})
     n_captions = len(per_caption)

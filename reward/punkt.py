@@ -165,9 +165,11 @@ def _contains_sentbreak(context: str) -> bool:
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of the sentences of `text`, as nltk 3.2.5 `sent_tokenize` (English) cuts them."""
-    if "." not in text and "?" not in text and "!" not in text:
-        # No candidate boundary: one sentence without trailing whitespace (or none if empty).
-        end = len(text.rstrip())
+    end = len(text.rstrip())
+    body = text[:end - 1]
+    if "." not in body and "?" not in body and "!" not in body:
+        # A candidate boundary needs a word after it, so with no [.?!] before the last character there is
+        # none: one sentence without trailing whitespace (or none if empty).
         return [(0, end)] if end else []
     slices: list[tuple[int, int]] = []
     last = 0

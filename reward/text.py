@@ -25,7 +25,7 @@ import re
 
 from reward.punkt import sentence_spans
 
-# (trigger, regex, replacement): the regex is only run when `trigger` occurs in the text (None: always).
+# (trigger characters, regex, replacement): the regex only runs when one of its trigger characters occurs.
 _Rule = tuple
 
 _STARTING_QUOTES: list[_Rule] = [
@@ -64,28 +64,60 @@ _CONTRACTIONS = [re.compile(p) for p in (
 _CONTRACTION_HINT = re.compile(r"(?i)cannot|d'ye|gimme|gonna|gotta|lemme|mor'n|wanna|'tis|'twas")
 
 
-def _apply(rules: list[_Rule], text: str) -> str:
+def _apply(rules: list[_Rule], text: str, present: set[str]) -> str:
     for trigger, regex, repl in rules:
-        if trigger is None or any(c in text for c in trigger):
+        if not present.isdisjoint(trigger):
             text = regex.sub(repl, text)
     return text
 
 
 def treebank_tokenize(sentence: str) -> list[str]:
     """nltk 3.2.5's Treebank tokenizer with word_tokenize's additions, on one sentence."""
-    text = _apply(_STARTING_QUOTES, sentence)
-    text = _apply(_PUNCTUATION, text)
-    text = _apply(_BRACKETS, text)
-    text = _apply(_ENDING_QUOTES, " " + text + " ")
+    # The rules only ever add spaces, and turn `"` into `` or '': the characters present at the start
+    # (plus those) are the only triggers any rule can meet.
+    present = set(sentence)
+    if '"' in present:
+        present.update("`'")
+    text = _apply(_STARTING_QUOTES, sentence, present)
+    text = _apply(_PUNCTUATION, text, present)
+    text = _apply(_BRACKETS, text, present)
+    text = _apply(_ENDING_QUOTES, " " + text + " ", present)
     if _CONTRACTION_HINT.search(text):
         for regex in _CONTRACTIONS:
             text = regex.sub(r" \1 \2 ", text)
     return text.split()
 
 
+# ---------------------------------------------------------------- fast path for plain sentences
+# A sentence of ASCII letters, digits and whitespace, with commas only before whitespace and at most one
+# period, at its very end, meets only these rules: commas are split off, the final period is split off,
+# and the letter-only contractions are split. Most captions are such sentences; the result is identical.
+_PLAIN_SENTENCE = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n]))*\.?")
+_PLAIN_TOKEN = re.compile(r"[a-z0-9]+|,|\.")
+_LETTER_CONTRACTIONS = {"cannot": ("can", "not"), "gimme": ("gim", "me"), "gonna": ("gon", "na"),
+                        "gotta": ("got", "ta"), "lemme": ("lem", "me"), "wanna": ("wan", "na")}
+
+
+def _split_letter_contractions(tokens: list[str]) -> list[str]:
+    out = []
+    for tok in tokens:
+        out.extend(_LETTER_CONTRACTIONS.get(tok, (tok,)))
+    return out
+
+
 def word_tokenize(text: str) -> list[str]:
     """`nltk.word_tokenize(text)` of nltk 3.2.5 (exact for lowercased text, which is what CHAIR passes)."""
-    return [tok for start, end in sentence_spans(text) for tok in treebank_tokenize(text[start:end])]
+    out: list[str] = []
+    plain = _PLAIN_SENTENCE.fullmatch
+    for start, end in sentence_spans(text):
+        if plain(text, start, end):
+            tokens = _PLAIN_TOKEN.findall(text, start, end)
+            if "nn" in text or "tt" in text or "mm" in text:  # cannot gonna wanna / gotta / gimme lemme
+                tokens = _split_letter_contractions(tokens)
+            out.extend(tokens)
+        else:
+            out.extend(treebank_tokenize(text[start:end]))
+    return out
 
 
 def token_spans(text: str) -> list[tuple[str, int, int]]:
@@ -94,17 +126,16 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
     For a `"` that became `` or '' the span covers the one `"` character.
     """
     out: list[tuple[str, int, int]] = []
-    for s_start, s_end in sentence_spans(text):
-        pos = s_start
-        for tok in treebank_tokenize(text[s_start:s_end]):
-            while text[pos].isspace():  # str.split() separators are exactly str.isspace() characters
-                pos += 1
-            if text.startswith(tok, pos):
-                end = pos + len(tok)
-            elif text[pos] == '"' and tok in ("``", "''"):
-                end = pos + 1
-            else:  # pragma: no cover - the rules above only insert spaces and rewrite `"`
-                raise AssertionError(f"token {tok!r} not found at {pos} in {text!r}")
-            out.append((tok, pos, end))
-            pos = end
+    pos = 0
+    for tok in word_tokenize(text):
+        while text[pos].isspace():  # str.split() separators are exactly str.isspace() characters
+            pos += 1
+        if text.startswith(tok, pos):
+            end = pos + len(tok)
+        elif text[pos] == '"' and tok in ("``", "''"):
+            end = pos + 1
+        else:  # pragma: no cover - the rules above only insert spaces and rewrite `"`
+            raise AssertionError(f"token {tok!r} not found at {pos} in {text!r}")
+        out.append((tok, pos, end))
+        pos = end
     return out
