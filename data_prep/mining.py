@@ -227,11 +227,13 @@ class Miner:
 
     # ------------------------------------------------------------------------------------ rank
     def score(self, text: str, truth: set[str]) -> tuple[float, list[str]]:
-        ms = self.extract(text)
-        mentioned = list(dict.fromkeys(m.object for m in ms))
-        hallucinated = [o for o in mentioned if o not in truth]
-        coverage = len(truth.intersection(mentioned)) / len(truth) if truth else 0.0
-        return round(coverage - self.o.hallucination_weight * len(hallucinated), 6), hallucinated
+        """coverage - weight * distinct hallucinated objects, from reward/'s grounded stats (AMBER's
+        Cover and CHAIR); returns the score and the hallucinated objects in response order."""
+        from reward.grounded import response_stats
+
+        s = response_stats(text, truth, self.vocab, self.o.mention_mode)
+        hallucinated = list(dict.fromkeys(s["hallucinated"]))
+        return round(s["coverage"] - self.o.hallucination_weight * len(hallucinated), 6), hallucinated
 
     def rank(self, image: GroundedImage) -> Iterator[dict]:
         texts = list(dict.fromkeys(self.responses.get(str(image.image_id), ())))
