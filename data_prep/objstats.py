@@ -116,9 +116,9 @@ def read_id_list(path: str | Path) -> set[str]:
     if not stripped:
         return set()
 
-    def ids_of(items, where) -> set[str]:
+    def ids_of(items, where, first=0) -> set[str]:
         out = set()
-        for i, item in enumerate(items):
+        for i, item in enumerate(items, first):
             if isinstance(item, dict):
                 if "image_id" not in item:
                     raise InputError("item has no 'image_id'", file=path, record=f"{where} {i}",
@@ -144,13 +144,14 @@ def read_id_list(path: str | Path) -> set[str]:
                 return {str(data["image_id"])}
             raise InputError("JSON object without an 'images' list or 'image_id'", file=path,
                              fix="pass ids one a line, a JSON list, or a JSONL with 'image_id'")
-        recs = []
+        out: set[str] = set()
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    recs.append(json.loads(line))
+                    rec = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(f"malformed JSON ({e.msg})", file=path, record=f"line {lineno}",
                                      fix="write one JSON object a line") from None
-        return ids_of(recs, "line")
+                out |= ids_of([rec], "line", lineno)
+        return out
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}

@@ -308,3 +308,25 @@ def test_dataset_loader_is_trl_ready(coco_world):
     assert data_utils.is_conversational(row)
     filled = data_utils.prepare_multimodal_messages(row["prompt"], images=row["images"])
     assert filled[0]["content"][0]["type"] == "image" and filled[0]["content"][0]["image"] is row["images"][0]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("1\n2\n\n# a comment\nabc\n", {"1", "2", "abc"}),
+    ("[1, \"2\", {\"image_id\": 3}]", {"1", "2", "3"}),
+    ('{"image_id": 1, "question_id": 1}\n{"image_id": 7, "question_id": 2}\n', {"1", "7"}),
+    ('{"seed": 0, "images": [{"image_id": 5, "image": "5.jpg"}]}', {"5"}),
+])
+def test_exclude_file_formats(tmp_path, content, expected):
+    from data_prep.objstats import read_id_list
+    path = tmp_path / "ids"
+    path.write_text(content)
+    assert read_id_list(path) == expected
+
+
+def test_exclude_file_errors_name_the_record(tmp_path):
+    from data_prep.objstats import read_id_list
+    from reward.files import InputError
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"image_id": 1}\n{"image": 2}\n')
+    with pytest.raises(InputError, match=r"ids.jsonl, line 2: item has no 'image_id'"):
+        read_id_list(path)
