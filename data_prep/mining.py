@@ -80,10 +80,10 @@ class Miner:
             self._unsayable = frozenset(o for o in self.universe if not self.surface(o))
         return self._unsayable
 
-    def absent(self, present: set[str], rng: random.Random, avoid: set[str] = frozenset()) -> str | None:
+    def absent(self, present: set[str], rng: random.Random) -> str | None:
         """The absent object to put in: the one the present objects make most tempting (co-occurrence),
         the most frequent one (popularity), or any (random)."""
-        blocked = present | avoid
+        blocked = present
         how = self.o.absent_from
         if how == "cooccur" and self.objstats is not None:
             ranked = self.objstats.tempting(frozenset(present), blocked | self.unsayable(), self.o.top_k)
