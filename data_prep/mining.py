@@ -59,7 +59,7 @@ class Miner:
 
     # ------------------------------------------------------------------------------------ helpers
     def rng(self, strategy: str, image: GroundedImage, k: int) -> random.Random:
-        # seeded per image: excluding or adding images never changes another image's pairs
+        # seeded per image: excluding or adding images never changes another image's random draws
         return random.Random(f"{self.seed}|{strategy}|{image.image_id}|{k}")
 
     def objects(self, text: str) -> tuple[list, set[str]]:

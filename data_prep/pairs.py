@@ -45,7 +45,8 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
     strategies: names from STRATEGIES, mined image by image in the order given.
     vocab: a reward.vocab.Vocabulary, or a name/path for load_vocabulary.
     seed: every random choice is seeded per (seed, strategy, image), so the output is identical for the
-        same inputs and seed, and leaving out an image never changes another image's pairs.
+        same inputs and seed, and leaving out an image never changes another image's random draws (the
+        popularity/co-occurrence counts, taken over the mined images, do change with the image set).
     responses: {image_id: [response, ...]} for rank and correct (ids compared as strings).
     exclude: image ids never mined (compared as strings), e.g. the CHAIR/POPE evaluation images.
     stats: a MiningStats to fill (pairs, skips, lengths, categories).
