@@ -1,0 +1,332 @@
+"""Pair mining: each strategy on hand-made inputs, expected outputs written by hand; determinism,
+exclusion, deduplication, the command's files and the TRL-ready Dataset."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from align.cli import main as cli
+from data_prep.annotations import GroundedImage, GroundedObject
+from data_prep.mining import MiningOptions
+from data_prep.pairs import load_pairs_dataset, mine_pairs
+from data_prep.pairstats import MiningStats
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def img(i, names, captions=(), box=(2, 2, 10, 10)):
+    return GroundedImage(i, f"{i}.png", 32, 32, [GroundedObject(n, box) for n in names], list(captions))
+
+
+def world():
+    # per image: star 3, ring 4, moon 2, arrow 2, heart 1.  P(ring|star) = 2/3 beats P(heart|moon) = 1/2.
+    return [
+        img(1, ["star", "moon"], ["A red star and a blue crescent moon.", "A star and a heart."]),
+        img(2, ["star", "ring"], ["A star next to a ring."]),
+        img(3, ["star", "ring"], ["A green star and a red ring."]),
+        img(4, ["moon", "heart"], ["A moon and a heart."]),
+        img(5, ["ring", "arrow"], ["A ring and an arrow."]),
+        img(6, ["ring", "arrow"], ["An arrow next to a ring."]),
+    ]
+
+
+def mine(images, strategies, seed=0, **options):
+    stats = MiningStats()
+    responses = options.pop("responses", None)
+    exclude = options.pop("exclude", ())
+    recs = list(mine_pairs(images, strategies, "shapes", seed=seed, responses=responses, exclude=exclude,
+                           options=MiningOptions(**options), stats=stats))
+    return recs, stats
+
+
+def text(rec, side):
+    return rec[side][0]["content"][0]["text"]
+
+
+def only(recs, image_id):
+    (rec,) = [r for r in recs if r["image_id"] == image_id]
+    return rec
+
+
+# ----------------------------------------------------------------------------------------- inject
+def test_insert_adds_the_most_tempting_absent_object():
+    recs, _ = mine(world(), ["inject"], edit_mix={"insert": 1}, top_k=1, compose=False)
+    rec = only(recs, 1)
+    # the caption naming the absent heart is never a chosen side
+    assert text(rec, "chosen") == "A red star and a blue crescent moon."
+    assert re.fullmatch(r"A red star, a blue crescent moon and an? (red|blue|green|yellow|purple|orange|white|black) "
+                        r"ring\.", text(rec, "rejected"))
+    assert rec == {
+        "image_id": 1, "images": ["1.png"],
+        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}],
+        "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "A red star and a blue crescent moon."}]}],
+        "rejected": rec["rejected"], "strategy": "inject", "chosen_hallucinated": [], "rejected_hallucinated": ["ring"],
+        "edit": "insert", "objects_added": ["ring"], "objects_removed": [], "source": "caption",
+        "chosen_score": None, "rejected_score": None, "rejected_images": [], "corruption": None}
+    # {moon, heart}: P(star|moon) = 1/2 + P(star|heart) = 0 ... star is the only candidate
+    assert text(only(recs, 4), "rejected") == "A moon, a heart and a star."
+
+
+def test_popular_and_random_absent_objects():
+    recs, _ = mine(world(), ["inject"], edit_mix={"insert": 1}, top_k=1, absent_from="popular")
+    assert text(only(recs, 4), "rejected") == "A moon, a heart and a ring."  # ring: 4 images
+    assert text(only(recs, 2), "rejected") == "A star next to a ring and an arrow."  # arrow 2 = moon 2: by name
+    recs, _ = mine(world(), ["inject"], edit_mix={"insert": 1}, absent_from="random")
+    for rec in recs:
+        (added,) = rec["objects_added"]
+        present = next(im for im in world() if im.image_id == rec["image_id"]).object_names
+        assert added not in present
+
+
+SWAPS = {"star": "A red ring and a blue crescent moon.", "moon": "A red star and a blue ring."}
+OMITS = {"star": "A blue crescent moon.", "moon": "A red star."}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_swap_and_omit(seed):
+    recs, _ = mine(world(), ["inject"], seed=seed, edit_mix={"swap": 1}, top_k=1, compose=False)
+    rec = only(recs, 1)
+    (old,) = rec["objects_removed"]
+    assert (rec["edit"], text(rec, "rejected"), rec["objects_added"], rec["rejected_hallucinated"]) == (
+        "swap", SWAPS[old], ["ring"], ["ring"])
+    recs, _ = mine(world(), ["inject"], seed=seed, edit_mix={"omit": 1}, compose=False)
+    rec = only(recs, 1)
+    (old,) = rec["objects_removed"]
+    assert (rec["edit"], text(rec, "rejected"), rec["objects_added"], rec["rejected_hallucinated"]) == (
+        "omit", OMITS[old], [], [])
+
+
+def test_omit_falls_back_to_swap_for_a_single_object():
+    recs, stats = mine([img(1, ["star"], ["A red star."]), img(2, ["star", "moon"])], ["inject"],
+                       edit_mix={"omit": 1, "swap": 1, "insert": 1}, seed=3)
+    assert all(r["edit"] != "omit" for r in recs if r["image_id"] == 1)
+
+
+def test_edit_mix_proportions():
+    many = [img(i, ["star", "moon", "ring"][: 2 + i % 2], ["A star and a moon."]) for i in range(300)]
+    recs, stats = mine(many, ["inject"], edit_mix={"insert": 1, "omit": 1, "swap": 0})
+    edits = [r["edit"] for r in recs]
+    assert len(recs) == 300 and "swap" not in edits
+    assert 0.4 < edits.count("insert") / 300 < 0.6
+    assert stats.summary()["per_strategy"]["inject"]["edits"]["omit"]["pairs"] == edits.count("omit")
+
+
+def test_grounded_caption_or_composed_or_skipped():
+    hallucinated_only = [img(1, ["star", "star", "moon"], ["A star and a heart."])]
+    recs, stats = mine(hallucinated_only, ["inject"], compose=False)
+    assert recs == [] and stats.skipped == {"inject: no grounded caption": 1}
+    recs, _ = mine(hallucinated_only, ["inject"], edit_mix={"omit": 1})
+    assert text(recs[0], "chosen") == "Two stars and a moon." and recs[0]["source"] == "composed"
+
+
+def test_length_stats_by_hand():
+    images = [img(1, ["star", "moon"], ["A star and a moon."])]
+    recs, stats = mine(images + [img(2, ["star", "ring"])], ["inject"], edit_mix={"omit": 1}, compose=False)
+    # chosen "A star and a moon." (5 words), rejected "A star." or "A moon." (2 words)
+    s = stats.summary()["per_strategy"]["inject"]
+    assert s["length"] == {"chosen_words": 5.0, "rejected_words": 2.0, "ratio_of_means": 2.5, "mean_ratio": 2.5}
+    assert s["hallucinated_objects"]["rejected"] == 0
+    recs, stats = mine(images, ["inject"], edit_mix={"omit": 1}, compose=False, length_match=0.5)
+    assert recs == [] and stats.skipped["inject: omit length mismatch"] == 1
+
+
+# ----------------------------------------------------------------------------------------- rank / correct
+RESPONSES = {1: ["A star and a moon.", "A star.", "A star, a moon and a ring.", "A heart."]}
+# truth {star, moon}; score = coverage - hallucinated: 1.0, 0.5, 0.0, -1.0
+
+
+def test_rank_best_against_worst_with_margin():
+    recs, _ = mine(world()[:1], ["rank"], responses=RESPONSES)
+    (rec,) = recs
+    assert (text(rec, "chosen"), text(rec, "rejected")) == ("A star and a moon.", "A heart.")
+    assert (rec["chosen_score"], rec["rejected_score"], rec["chosen_hallucinated"], rec["rejected_hallucinated"],
+            rec["objects_added"], rec["source"]) == (1.0, -1.0, [], ["heart"], ["heart"], "response")
+    recs, stats = mine(world()[:1], ["rank"], responses=RESPONSES, margin=2.5)
+    assert recs == [] and stats.skipped == {"rank: score margin below threshold": 1}
+
+
+def test_rank_length_matched_and_several_per_image():
+    recs, _ = mine(world()[:1], ["rank"], responses=RESPONSES, length_match=0.2)
+    assert [(text(r, "chosen"), text(r, "rejected")) for r in recs] == [("A star.", "A heart.")]
+    recs, _ = mine(world()[:1], ["rank"], responses=RESPONSES, per_image=2)
+    assert [(text(r, "chosen"), text(r, "rejected")) for r in recs] == [
+        ("A star and a moon.", "A heart."), ("A star.", "A star, a moon and a ring.")]
+
+
+def test_correct_removes_hallucinated_phrases():
+    recs, stats = mine(world()[:1], ["correct"], responses={"1": ["A red star, a blue moon and a green ring.",
+                                                                  "A heart.", "A star."]})
+    (rec,) = recs
+    assert (text(rec, "chosen"), text(rec, "rejected")) == ("A red star and a blue moon.",
+                                                            "A red star, a blue moon and a green ring.")
+    assert rec["rejected_hallucinated"] == ["ring"] and rec["chosen_hallucinated"] == []
+    assert stats.skipped == {"correct: nothing left after removing the hallucinations": 1}
+    recs, _ = mine(world()[:1], ["correct"])  # no responses: the GT captions that hallucinate
+    assert [(text(r, "chosen"), text(r, "rejected"), r["source"]) for r in recs] == [
+        ("A star.", "A star and a heart.", "caption")]
+
+
+def test_exact_duplicates_dropped():
+    responses = {1: ["A star and a moon.", "A star, a moon and a ring."]}
+    recs, stats = mine(world()[:1], ["rank", "correct"], responses=responses)
+    assert [r["strategy"] for r in recs] == ["rank"]  # correct would give the very same pair
+    assert stats.skipped == {"correct: exact duplicate": 1}
+
+
+def test_exclusion_and_per_image_seeding():
+    full, _ = mine(world(), ["inject"], absent_from="random", seed=5)
+    part, stats = mine(world(), ["inject"], absent_from="random", seed=5, exclude=["1", 4])
+    assert {r["image_id"] for r in part} == {2, 3, 5, 6} and stats.n_excluded == 2
+    assert part == [r for r in full if r["image_id"] not in (1, 4)]
+
+
+# ----------------------------------------------------------------------------------------- command
+@pytest.fixture
+def coco_world(tmp_path):
+    (tmp_path / "img").mkdir()
+    cats = ["star", "moon", "ring", "heart", "arrow"]
+    coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": c} for i, c in enumerate(cats)]}
+    caps = {"images": [], "annotations": []}
+    for im in world():
+        Image.new("RGB", (32, 32), (40 * im.image_id, 120, 200)).save(tmp_path / "img" / im.file_name)
+        coco["images"].append({"id": im.image_id, "file_name": im.file_name, "width": 32, "height": 32})
+        for o in im.objects:
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": im.image_id,
+                                        "category_id": cats.index(o.name) + 1, "bbox": list(o.bbox)})
+        for c in im.captions:
+            caps["annotations"].append({"id": len(caps["annotations"]) + 1, "image_id": im.image_id, "caption": c})
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    (tmp_path / "captions.json").write_text(json.dumps(caps))
+    (tmp_path / "responses.jsonl").write_text("".join(
+        json.dumps({"image_id": 1, "prompt": "Describe the image.", "response": r}) + "\n" for r in RESPONSES[1]))
+    return tmp_path
+
+
+def run_pairs(w: Path, out: Path, *extra: str) -> int:
+    return cli(["data", "pairs", "--annotations", str(w / "instances.json"), "--captions", str(w / "captions.json"),
+                "--images", str(w / "img"), "--out", str(out), "--vocab", "shapes", *extra])
+
+
+def test_command_is_deterministic_and_writes_stats(coco_world):
+    args = ("--strategy", "inject", "rank", "correct", "--responses", str(coco_world / "responses.jsonl"))
+    assert run_pairs(coco_world, coco_world / "a" / "pairs.jsonl", *args) == 0
+    assert run_pairs(coco_world, coco_world / "b" / "pairs.jsonl", *args) == 0
+    a, b = (coco_world / d / "pairs.jsonl" for d in "ab")
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes()
+    assert (coco_world / "a" / "stats.json").read_bytes() == (coco_world / "b" / "stats.json").read_bytes()
+    stats = json.loads((coco_world / "a" / "stats.json").read_text())
+    assert set(stats["per_strategy"]) == {"inject", "rank", "correct"}
+    assert stats["pairs"] == len(a.read_text().splitlines())
+    assert run_pairs(coco_world, coco_world / "c" / "pairs.jsonl", *args, "--seed", "1") == 0
+    assert (coco_world / "c" / "pairs.jsonl").read_bytes() != a.read_bytes()
+
+
+def test_identical_bytes_across_processes(coco_world):
+    """Set iteration order changes with PYTHONHASHSEED: the output must not."""
+    outs = []
+    for hashseed in ("1", "2"):
+        out = coco_world / f"h{hashseed}" / "pairs.jsonl"
+        code = ("import sys; from align.cli import main; sys.exit(main(sys.argv[1:]))")
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "data", "pairs", "--annotations", str(coco_world / "instances.json"),
+             "--captions", str(coco_world / "captions.json"), "--images", str(coco_world / "img"), "--out", str(out),
+             "--vocab", "shapes", "--strategy", "inject", "--per-image", "3"],
+            cwd=ROOT, env=dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT)), capture_output=True,
+            text=True)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_command_exclude_file(coco_world):
+    (coco_world / "eval_ids.txt").write_text("1\n2\n")
+    assert run_pairs(coco_world, coco_world / "p.jsonl", "--strategy", "inject", "--exclude",
+                     str(coco_world / "eval_ids.txt")) == 0
+    ids = {json.loads(line)["image_id"] for line in (coco_world / "p.jsonl").read_text().splitlines()}
+    assert ids == {3, 4, 5, 6}
+    assert json.loads((coco_world / "stats.json").read_text())["images_excluded"] == 2
+
+
+def test_command_errors_are_one_paragraph(coco_world, capsys):
+    assert run_pairs(coco_world, coco_world / "p.jsonl", "--strategy", "rank") == 2
+    assert "rank strategy needs sampled responses" in capsys.readouterr().err
+    assert run_pairs(coco_world, coco_world / "p.jsonl", "--strategy", "dream") == 2
+    assert "unknown strategy 'dream'" in capsys.readouterr().err
+    assert not (coco_world / "p.jsonl").exists()
+
+
+def test_image_strategy_writes_corrupted_copies(coco_world):
+    out = coco_world / "pairs" / "pairs.jsonl"
+    assert run_pairs(coco_world, out, "--strategy", "image", "--corruptions", "mask", "--compose") == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 6
+    for rec in recs:
+        assert text(rec, "chosen") == text(rec, "rejected") and rec["edit"] == "mask"
+        (rel,) = rec["rejected_images"]
+        original = Image.open(coco_world / "img" / rec["images"][0]).convert("RGB")
+        corrupted = Image.open(out.parent / rel).convert("RGB")
+        assert corrupted.size == original.size
+        x, y, w, h = rec["corruption"]["bbox"]
+        assert (x, y, w, h) == (2.0, 2.0, 10.0, 10.0)
+        # outside the box nothing changes (inside, see test_mask_fills_the_box: these images are one colour)
+        assert corrupted.getpixel((20, 20)) == original.getpixel((20, 20))
+    for kind in ("crop", "noise", "blur"):
+        assert run_pairs(coco_world, out, "--strategy", "image", "--corruptions", kind) == 0
+        rec = json.loads(out.read_text().splitlines()[0])
+        assert rec["corruption"]["kind"] == kind and (out.parent / rec["rejected_images"][0]).is_file()
+
+
+def test_mask_fills_the_box(tmp_path):
+    from data_prep.corrupt import render_corruption
+    im = Image.new("RGB", (20, 10), (0, 0, 0))
+    im.paste((200, 100, 50), (0, 0, 10, 10))  # left half coloured: the mean is half of it
+    im.save(tmp_path / "a.png")
+    render_corruption(tmp_path / "a.png", {"kind": "mask", "object": "star", "bbox": [10, 0, 10, 10]}, tmp_path / "b.png")
+    out = Image.open(tmp_path / "b.png")
+    assert out.getpixel((15, 5)) == (100, 50, 25) and out.getpixel((5, 5)) == (200, 100, 50)
+
+
+def test_dataset_loader_is_trl_ready(coco_world):
+    out = coco_world / "pairs" / "pairs.jsonl"
+    assert run_pairs(coco_world, out, "--strategy", "inject", "image", "--corruptions", "blur") == 0
+    ds = load_pairs_dataset(out)
+    assert {"images", "prompt", "chosen", "rejected"} <= set(ds.column_names)
+    row = ds[0]
+    assert isinstance(row["images"][0], Image.Image) and row["images"][0].size == (32, 32)
+    image_rows = [r for r in ds if r["strategy"] == "image"]
+    assert image_rows and isinstance(image_rows[0]["rejected_images"][0], Image.Image)
+    assert row["prompt"][0]["content"][1] == {"type": "text", "text": "Describe the image."}
+    data_utils = pytest.importorskip("trl.data_utils")
+    assert data_utils.is_conversational(row)
+    filled = data_utils.prepare_multimodal_messages(row["prompt"], images=row["images"])
+    assert filled[0]["content"][0]["type"] == "image" and filled[0]["content"][0]["image"] is row["images"][0]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("1\n2\n\n# a comment\nabc\n", {"1", "2", "abc"}),
+    ("[1, \"2\", {\"image_id\": 3}]", {"1", "2", "3"}),
+    ('{"image_id": 1, "question_id": 1}\n{"image_id": 7, "question_id": 2}\n', {"1", "7"}),
+    ('{"seed": 0, "images": [{"image_id": 5, "image": "5.jpg"}]}', {"5"}),
+])
+def test_exclude_file_formats(tmp_path, content, expected):
+    from data_prep.objstats import read_id_list
+    path = tmp_path / "ids"
+    path.write_text(content)
+    assert read_id_list(path) == expected
+
+
+def test_exclude_file_errors_name_the_record(tmp_path):
+    from data_prep.objstats import read_id_list
+    from reward.files import InputError
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"image_id": 1}\n{"image": 2}\n')
+    with pytest.raises(InputError, match=r"ids.jsonl, line 2: item has no 'image_id'"):
+        read_id_list(path)
