@@ -14,18 +14,21 @@ from typing import Iterable
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 
-# LLaVA-1.5's conversation layout ("USER: <image>\n... ASSISTANT: ...</s>"). The {% generation %} markers
-# let TRL compute the loss on assistant tokens only; nothing follows the end-of-turn token, so DPO's
-# completion mask holds the answer and </s> alone.
+# LLaVA-1.5's conversation layout, with a newline after "ASSISTANT:" instead of LLaVA's space: under
+# byte-level BPE a leading space fuses with the answer's first word ("ĠNo"), so a space outside the
+# {% generation %} block would be a token the model never learns to emit; a newline is its own token.
+# The markers let TRL compute the loss on assistant tokens only; nothing follows the end-of-turn token,
+# so DPO's completion mask holds the answer and </s> alone. (A newline right after a block tag would be
+# eaten by the trim_blocks environment transformers renders templates in, hence {{ '\\n' }}.)
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['content'] is string %}{% set parts = [{'type': 'text', 'text': message['content']}] %}"
     "{% else %}{% set parts = message['content'] %}{% endif %}"
     "{% if message['role'] == 'user' %}USER: {% for p in parts %}{% if p['type'] == 'image' %}<image>\n"
-    "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: {% generation %}{% for p in parts %}"
+    "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{{ '\\n' }}"
+    "{% elif message['role'] == 'assistant' %}ASSISTANT:\n{% generation %}{% for p in parts %}"
     "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}</s>{% endgeneration %}"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:\n{% endif %}"
 )
 
 
@@ -47,7 +50,7 @@ class TinyLlavaConfig:
 
 def world_texts(world_dir: Path) -> list[str]:
     """Every sentence the tiny tokenizer should know: SFT rows, GT captions, the vocabulary's words."""
-    texts: list[str] = ["USER: ASSISTANT:", "Yes.", "No."]
+    texts: list[str] = ["USER: <image>\nDescribe the image.\nASSISTANT:\nYes.", "No."]
     with open(world_dir / "sft_train.jsonl", encoding="utf-8") as f:
         for line in f:
             for msg in json.loads(line)["messages"]:
