@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from reward.files import InputError
-from reward.singular import _CACHE as _SINGULAR_CACHE, singularize
+from reward.singular import singularize
 from reward.text import token_spans, word_tokenize
 from reward.vocab import Vocabulary, load_vocabulary
 
@@ -76,8 +76,20 @@ class _Matcher:
         self.objects = objects    # word -> (canonical object, surface to report)
         self.interesting = frozenset(objects) | self.phrase_starts
         self.toilet_seat = toilet_seat  # drop every "seat" when "toilet" is among the words
+        self.hits: dict[str, str] = {}  # token -> its word if an object word or phrase start, else ""
         if toilet_seat and "toilet" not in objects:
             raise ValueError("the toilet/seat rule needs 'toilet' among the object words")
+
+    def word_of(self, token: str) -> str:
+        """The word CHAIR compares: Pattern's singular (fixed mode: a vocabulary word stays as written)."""
+        return self.lemma.get(token) or singularize(token)
+
+    def learn(self, token: str) -> str:
+        word = self.word_of(token)
+        if len(self.hits) >= 1 << 17:  # bounded: a stream of unique tokens must not grow memory forever
+            self.hits.clear()
+        self.hits[token] = word if word in self.interesting else ""
+        return self.hits[token]
 
 
 def _is_coco(vocab: Vocabulary) -> bool:
@@ -177,28 +189,30 @@ def extract_mentions(text: str, vocab: Vocabulary | str = "coco", mode: str = "r
 
 def _find_objects(tokens: list[str], m: _Matcher) -> list[tuple[str, str, int, int]]:
     """(object, surface, first token, last token) for every object word of a tokenized, lowercased caption."""
-    lemma = m.lemma
-    if lemma:
-        words = [lemma.get(tok) or singularize(tok) for tok in tokens]
-    else:
-        cached = _SINGULAR_CACHE.get
-        words = [cached(tok) or singularize(tok) for tok in tokens]
-
     # Merge phrases greedily left to right (longest first). Only positions holding an object word or the
     # first word of a phrase can produce anything, so only those are visited; a merge consumes the words
-    # it covers, exactly as the reference's word-by-word loop does.
+    # it covers, exactly as the reference's word-by-word loop does. `m.hits` remembers, per token, its word
+    # if that word matters ("" if not); tokens not seen before (True below) are looked at once.
+    hit = m.hits.get
+    candidates = [i for i, tok in enumerate(tokens) if hit(tok, True)]
+    if not candidates:
+        return []
     objects, phrases, starts, longest = m.objects, m.phrases, m.phrase_starts, m.max_phrase
-    interesting = m.interesting
-    n = len(words)
+    n = len(tokens)
     found: list[tuple[str, str, int, int]] = []
     consumed = 0
-    for i in [i for i, w in enumerate(words) if w in interesting]:
+    for i in candidates:
         if i < consumed:
             continue
-        word = words[i]
+        word = hit(tokens[i])
+        if not word:
+            if word is None:  # first sight of this token
+                word = m.learn(tokens[i])
+            if not word:
+                continue
         if word in starts:
             for size in range(min(longest, n - i), 1, -1):
-                target = phrases.get(tuple(words[i:i + size]))
+                target = phrases.get((word, *map(m.word_of, tokens[i + 1:i + size])))
                 if target is not None:
                     if target in objects:
                         found.append((*objects[target], i, i + size - 1))
