@@ -88,19 +88,17 @@ def treebank_tokenize(sentence: str) -> list[str]:
     return text.split()
 
 
-# ---------------------------------------------------------------- fast path for plain sentences
+# ---------------------------------------------------------------- fast path for plain text
 # A sentence of ASCII letters, digits and whitespace, with commas only before whitespace and at most one
 # period, at its very end, meets only these rules: commas are split off, the final period is split off,
-# and the letter-only contractions are split. Most captions are such sentences; the result is identical.
+# and the letter-only contractions are split. Most captions consist of such sentences; the result is
+# identical (tests/test_reward_text.py compares the two paths).
 _PLAIN_SENTENCE = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n]))*\.?")
+# The same characters over a whole text, with every period followed by whitespace or the end.
+_PLAIN_TEXT = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n])|\.(?=[ \t\n]|$))*")
 _PLAIN_TOKEN = re.compile(r"[a-z0-9]+|,|\.")
 _LETTER_CONTRACTIONS = {"cannot": ("can", "not"), "gimme": ("gim", "me"), "gonna": ("gon", "na"),
                         "gotta": ("got", "ta"), "lemme": ("lem", "me"), "wanna": ("wan", "na")}
-
-
-_PLAIN_TEXT = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n])|\.(?=[ \t\n]|$))*")
-
-
 _LETTER_CONTRACTION_WORDS = frozenset(_LETTER_CONTRACTIONS)
 
 
