@@ -19,6 +19,11 @@ def test_response_stats():
     assert clean["has_hallucination"] is False and clean["coverage"] == 1.0
 
 
+def test_ground_truth_names_are_canonicalised():
+    s = response_stats("Two men and a puppy.", ["people", {"name": "dog"}, "unicorn"])
+    assert s["covered_objects"] == ["dog", "person"] and s["n_gt_objects"] == 2
+
+
 def test_amber_metrics_pool_counts():
     responses = [{"image_id": 1, "response": "A dog and a cat."},    # 2 mentions, 1 hallucinated
                  {"image_id": 2, "response": "A man."},              # 1 mention, 0
