@@ -59,7 +59,8 @@ def _coco_double_words() -> dict[str, str]:
 
 class Mention(NamedTuple):
     """One object mention: the word as CHAIR sees it, its object, and where it was written."""
-    surface: str  # after lowercasing, singularizing and phrase merging ("hot dog", "star", "wine glass")
+    surface: str  # after lowercasing, singularizing and phrase merging ("hot dog", "ski", "wine glass");
+                  # with a non-COCO vocabulary, the listed form that matched ("star", "crescent moon")
     object: str   # canonical object name
     start: int    # text[start:end] is what was written ("Stars", "crescent moons", "Hot Dogs")
     end: int
