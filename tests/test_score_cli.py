@@ -108,3 +108,11 @@ def test_eval_pope_missing_answer(tmp_path, capsys):
                "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err
     assert rc == 2 and "a.jsonl" in err and "question 2" in err
+
+
+def test_result_json_round_trips():
+    from align.score import _result_json
+    for per_caption in ([], [{"image_id": 1, "caption": "é \"q\"", "mentioned": [], "hallucinated": [],
+                               "ground_truth": []}]):
+        result = {"chair_s": 0.0, "n_captions": len(per_caption), "per_caption": per_caption}
+        assert json.loads(_result_json(result)) == result
