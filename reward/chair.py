@@ -19,11 +19,13 @@ captions; CHAIR_s counts every caption (also those that mention nothing). Rates 
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from reward.files import InputError
-from reward.singular import _CACHE as _SINGULAR_CACHE, singularize
+from reward.singular import singularize
 from reward.text import token_spans, word_tokenize
 from reward.vocab import Vocabulary, load_vocabulary
 
@@ -57,7 +59,8 @@ def _coco_double_words() -> dict[str, str]:
 
 class Mention(NamedTuple):
     """One object mention: the word as CHAIR sees it, its object, and where it was written."""
-    surface: str  # after lowercasing, singularizing and phrase merging ("hot dog", "star", "wine glass")
+    surface: str  # after lowercasing, singularizing and phrase merging ("hot dog", "ski", "wine glass");
+                  # with a non-COCO vocabulary, the listed form that matched ("star", "crescent moon")
     object: str   # canonical object name
     start: int    # text[start:end] is what was written ("Stars", "crescent moons", "Hot Dogs")
     end: int
@@ -76,8 +79,20 @@ class _Matcher:
         self.objects = objects    # word -> (canonical object, surface to report)
         self.interesting = frozenset(objects) | self.phrase_starts
         self.toilet_seat = toilet_seat  # drop every "seat" when "toilet" is among the words
+        self.hits: dict[str, str] = {}  # token -> its word if an object word or phrase start, else ""
         if toilet_seat and "toilet" not in objects:
             raise ValueError("the toilet/seat rule needs 'toilet' among the object words")
+
+    def word_of(self, token: str) -> str:
+        """The word CHAIR compares: Pattern's singular (fixed mode: a vocabulary word stays as written)."""
+        return self.lemma.get(token) or singularize(token)
+
+    def learn(self, token: str) -> str:
+        word = self.word_of(token)
+        if len(self.hits) >= 1 << 17:  # bounded: a stream of unique tokens must not grow memory forever
+            self.hits.clear()
+        self.hits[token] = word if word in self.interesting else ""
+        return self.hits[token]
 
 
 def _is_coco(vocab: Vocabulary) -> bool:
@@ -177,28 +192,30 @@ def extract_mentions(text: str, vocab: Vocabulary | str = "coco", mode: str = "r
 
 def _find_objects(tokens: list[str], m: _Matcher) -> list[tuple[str, str, int, int]]:
     """(object, surface, first token, last token) for every object word of a tokenized, lowercased caption."""
-    lemma = m.lemma
-    if lemma:
-        words = [lemma.get(tok) or singularize(tok) for tok in tokens]
-    else:
-        cached = _SINGULAR_CACHE.get
-        words = [cached(tok) or singularize(tok) for tok in tokens]
-
     # Merge phrases greedily left to right (longest first). Only positions holding an object word or the
     # first word of a phrase can produce anything, so only those are visited; a merge consumes the words
-    # it covers, exactly as the reference's word-by-word loop does.
+    # it covers, exactly as the reference's word-by-word loop does. `m.hits` remembers, per token, its word
+    # if that word matters ("" if not); tokens not seen before (True below) are looked at once.
+    hit = m.hits.get
+    candidates = [i for i, tok in enumerate(tokens) if hit(tok, True)]
+    if not candidates:
+        return []
     objects, phrases, starts, longest = m.objects, m.phrases, m.phrase_starts, m.max_phrase
-    interesting = m.interesting
-    n = len(words)
+    n = len(tokens)
     found: list[tuple[str, str, int, int]] = []
     consumed = 0
-    for i in [i for i, w in enumerate(words) if w in interesting]:
+    for i in candidates:
         if i < consumed:
             continue
-        word = words[i]
+        word = hit(tokens[i])
+        if not word:
+            if word is None:  # first sight of this token
+                word = m.learn(tokens[i])
+            if not word:
+                continue
         if word in starts:
             for size in range(min(longest, n - i), 1, -1):
-                target = phrases.get(tuple(words[i:i + size]))
+                target = phrases.get((word, *map(m.word_of, tokens[i + 1:i + size])))
                 if target is not None:
                     if target in objects:
                         found.append((*objects[target], i, i + size - 1))
@@ -315,22 +332,56 @@ def chair_scores(captions: Sequence[Mapping], ground_truth: Mapping, vocab: Voca
     """
     vocab = load_vocabulary(vocab)
     matcher = _compile(vocab, mode)
+    with _gc_paused():
+        return _chair_scores(captions, ground_truth, vocab, matcher, mode)
+
+
+@contextmanager
+def _gc_paused():
+    """The result holds a few small lists per caption and no cycles; the cyclic collector would otherwise
+    rescan the growing result again and again (half the run time on a large corpus)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _chair_scores(captions: Sequence[Mapping], ground_truth: Mapping, vocab: Vocabulary, matcher: _Matcher,
+                  mode: str) -> dict:
     per_caption = []
     n_hallucinated_captions = n_mentions = n_hallucinated = n_gt = n_gt_covered = 0
+    truth_of: dict[Any, tuple[frozenset, tuple]] = {}  # image id -> (objects, objects sorted)
     for k, rec in enumerate(captions):
-        text = caption_text(rec, f"caption {k}")
-        truth = lookup_truth(ground_truth, rec.get("image_id")) or set()
+        text = rec.get("caption")
+        if not isinstance(text, str):
+            text = caption_text(rec, f"caption {k}")
+        image_id = rec.get("image_id")
+        try:
+            truth, truth_sorted = truth_of[image_id]
+        except KeyError:
+            objs = frozenset(lookup_truth(ground_truth, image_id) or ())
+            truth, truth_sorted = truth_of[image_id] = (objs, tuple(sorted(objs)))
+        except TypeError:
+            raise InputError(f"image_id is a {type(image_id).__name__}", record=f"caption {k}",
+                             fix="use a string or a number as image_id") from None
         found = _object_words(text, matcher)
-        mentioned = [[word, obj] for obj, word, _, _ in found]
-        hallucinated = [[word, obj] for obj, word, _, _ in found if obj not in truth]
-        n_mentions += len(mentioned)
-        n_hallucinated += len(hallucinated)
-        n_hallucinated_captions += bool(hallucinated)
+        if found:
+            mentioned = [[word, obj] for obj, word, _, _ in found]
+            hallucinated = [[word, obj] for obj, word, _, _ in found if obj not in truth]
+            n_mentions += len(mentioned)
+            if hallucinated:
+                n_hallucinated += len(hallucinated)
+                n_hallucinated_captions += 1
+            if truth:
+                n_gt_covered += len(truth.intersection([obj for obj, _, _, _ in found]))
+        else:
+            mentioned, hallucinated = [], []
         n_gt += len(truth)
-        if truth:
-            n_gt_covered += len(truth.intersection([obj for obj, _, _, _ in found]))
-        per_caption.append({"image_id": rec.get("image_id"), "caption": text, "mentioned": mentioned,
-                            "hallucinated": hallucinated, "ground_truth": sorted(truth)})
+        per_caption.append({"image_id": image_id, "caption": text, "mentioned": mentioned,
+                            "hallucinated": hallucinated, "ground_truth": list(truth_sorted)})
     n_captions = len(per_caption)
     return {
         "chair_s": _rate(n_hallucinated_captions, n_captions),

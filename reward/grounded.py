@@ -29,10 +29,28 @@ from reward.vocab import Vocabulary, load_vocabulary
 _SPECIAL_TOKENS = re.compile(r"<\|[A-Za-z0-9_]+\|>|</?(?:s|image|pad|unk|eos|bos|img)>|\[IMG(?:_BREAK|_END)?\]")
 
 
+def canonical_objects(names: Iterable[Any], vocab: Vocabulary | str = "coco", mode: str = "reference") -> set[str]:
+    """Ground-truth object names -> canonical objects. A name may be a canonical name, a listed surface
+    form ("people"), a plural ("Stars") or an annotation dict with a "name"; names that name no object
+    of the vocabulary are dropped."""
+    vocab = load_vocabulary(vocab)
+    matcher = _compile(vocab, mode)
+    out = set()
+    for name in names:
+        name = name["name"] if isinstance(name, Mapping) else str(name)
+        obj = vocab.canonical(name)
+        if obj is not None:
+            out.add(obj)
+        else:  # resolve it the way captions are read
+            out.update(o for o, _, _, _ in _object_words(name, matcher))
+    return out
+
+
 def response_stats(text: str, gt_objects: Iterable[str], vocab: Vocabulary | str = "coco",
                    mode: str = "reference") -> dict:
     """One response against its image's objects: what it mentions, what it hallucinates, what it covers."""
-    return _stats(_object_words(text, _compile(load_vocabulary(vocab), mode)), set(gt_objects))
+    return _stats(_object_words(text, _compile(load_vocabulary(vocab), mode)),
+                  canonical_objects(gt_objects, vocab, mode))
 
 
 def _stats(found: list, truth: set[str]) -> dict:
@@ -130,22 +148,17 @@ class GroundedReward:
         return self._strip.sub(" ", text)
 
     def _truth(self, objects: Any) -> frozenset[str]:
-        """Ground-truth object names -> canonical objects (a name may be a canonical name or a surface form)."""
+        """A sample's ground-truth object names -> canonical objects (cached: datasets repeat images)."""
         if objects is None:
             return frozenset()
-        if isinstance(objects, str):
+        if isinstance(objects, (str, Mapping)):
             objects = [objects]
-        names = tuple(o["name"] if isinstance(o, Mapping) else str(o) for o in objects)
-        cached = self._truth_cache.get(names)
+        key = tuple(o["name"] if isinstance(o, Mapping) else str(o) for o in objects)
+        cached = self._truth_cache.get(key)
         if cached is None:
-            canon = set()
-            for name in names:
-                obj = self.vocab.canonical(name)
-                if obj is not None:
-                    canon.add(obj)
-                else:  # a surface form or a plural: resolve it the way captions are read
-                    canon.update(o for o, _, _, _ in _object_words(name, self._matcher))
-            cached = self._truth_cache[names] = frozenset(canon)
+            if len(self._truth_cache) >= 1 << 16:
+                self._truth_cache.clear()
+            cached = self._truth_cache[key] = frozenset(canonical_objects(key, self.vocab, self.mode))
         return cached
 
     def score(self, text: str, objects: Any) -> float:

@@ -88,17 +88,23 @@ def treebank_tokenize(sentence: str) -> list[str]:
     return text.split()
 
 
-# ---------------------------------------------------------------- fast path for plain sentences
+# ---------------------------------------------------------------- fast path for plain text
 # A sentence of ASCII letters, digits and whitespace, with commas only before whitespace and at most one
 # period, at its very end, meets only these rules: commas are split off, the final period is split off,
-# and the letter-only contractions are split. Most captions are such sentences; the result is identical.
+# and the letter-only contractions are split. Most captions consist of such sentences; the result is
+# identical (tests/test_reward_text.py compares the two paths).
 _PLAIN_SENTENCE = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n]))*\.?")
+# The same characters over a whole text, with every period followed by whitespace or the end.
+_PLAIN_TEXT = re.compile(r"(?:[a-z0-9 \t\n]|,(?=[ \t\n])|\.(?=[ \t\n]|$))*")
 _PLAIN_TOKEN = re.compile(r"[a-z0-9]+|,|\.")
 _LETTER_CONTRACTIONS = {"cannot": ("can", "not"), "gimme": ("gim", "me"), "gonna": ("gon", "na"),
                         "gotta": ("got", "ta"), "lemme": ("lem", "me"), "wanna": ("wan", "na")}
+_LETTER_CONTRACTION_WORDS = frozenset(_LETTER_CONTRACTIONS)
 
 
 def _split_letter_contractions(tokens: list[str]) -> list[str]:
+    if _LETTER_CONTRACTION_WORDS.isdisjoint(tokens):
+        return tokens
     out = []
     for tok in tokens:
         out.extend(_LETTER_CONTRACTIONS.get(tok, (tok,)))
@@ -107,14 +113,22 @@ def _split_letter_contractions(tokens: list[str]) -> list[str]:
 
 def word_tokenize(text: str) -> list[str]:
     """`nltk.word_tokenize(text)` of nltk 3.2.5 (exact for lowercased text, which is what CHAIR passes)."""
+    if _PLAIN_TEXT.fullmatch(text):
+        # Plain characters, every period followed by a space. If every period also ends a sentence, each
+        # sentence is plain and tokens do not depend on where sentences end: tokenize the text at once.
+        periods = text.count(".")
+        if periods == 0 or (periods == 1 and text.rstrip().endswith(".")):
+            return _split_letter_contractions(_PLAIN_TOKEN.findall(text))
+        spans = sentence_spans(text)
+        if periods == sum(1 for _, end in spans if text[end - 1] == "."):
+            return _split_letter_contractions(_PLAIN_TOKEN.findall(text))
+    else:
+        spans = sentence_spans(text)
     out: list[str] = []
     plain = _PLAIN_SENTENCE.fullmatch
-    for start, end in sentence_spans(text):
+    for start, end in spans:
         if plain(text, start, end):
-            tokens = _PLAIN_TOKEN.findall(text, start, end)
-            if "nn" in text or "tt" in text or "mm" in text:  # cannot gonna wanna / gotta / gimme lemme
-                tokens = _split_letter_contractions(tokens)
-            out.extend(tokens)
+            out.extend(_split_letter_contractions(_PLAIN_TOKEN.findall(text, start, end)))
         else:
             out.extend(treebank_tokenize(text[start:end]))
     return out

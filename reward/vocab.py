@@ -141,7 +141,10 @@ def _read_structured(path: Path) -> Any:
 
 
 def _from_mapping(path: Path, data: Any, name: str | None) -> Vocabulary:
-    if isinstance(data, dict) and "objects" in data and isinstance(data.get("objects"), dict):
+    if isinstance(data, dict) and "objects" in data and not isinstance(data["objects"], dict):
+        raise InputError(f"'objects' is a {type(data['objects']).__name__}, expected a mapping", file=path,
+                         record="objects", fix=_FIX_LAYOUT)
+    if isinstance(data, dict) and "objects" in data:
         name = name or str(data.get("name") or path.stem)
         table = data["objects"]
     elif isinstance(data, dict):

@@ -82,6 +82,11 @@ def test_sentence_split(text, expected):
     ("a dog , , a cat", ["a", "dog", ",", ",", "a", "cat"]),
     ("a dog,,cat", ["a", "dog", ",", ",cat"]),          # the comma rule does not overlap its matches
     ("", []),
+    # plain multi-sentence text: only periods that end a sentence are split off
+    ("a dog. 2. cats. mr. dog.", ["a", "dog", ".", "2.", "cats", ".", "mr.", "dog", "."]),
+    ("two dogs. a cat\n. a man", ["two", "dogs", ".", "a", "cat", ".", "a", "man"]),
+    ("a cannot. gonna wanna.", ["a", "can", "not", ".", "gon", "na", "wan", "na", "."]),
+    ("dogs , cats. a b. c", ["dogs", ",", "cats", ".", "a", "b.", "c"]),
 ])
 def test_word_tokenize(text, expected):
     assert word_tokenize(text) == expected
