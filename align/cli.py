@@ -40,6 +40,9 @@ VERBS: dict[tuple[str, ...], str] = {
     ("export",): "align.export:export_command",
 }
 
+# Parameter names that cannot be Python identifiers as flags (DESIGN.md: `halign pipeline --from STAGE`).
+FLAG_NAMES = {"from_stage": "--from"}
+
 GROUP_HELP = {
     "data": "prepare data: synthetic world, preference pairs, POPE question sets",
     "eval": "generate with a checkpoint and score hallucination (CHAIR, POPE, coverage)",
@@ -87,7 +90,7 @@ def _add_arguments(parser: argparse.ArgumentParser, func) -> None:
     _, arg_help = _doc_summary_and_args(func)
     for name, param in inspect.signature(func).parameters.items():
         tp = _unwrap_optional(hints.get(name, str))
-        flag = "--" + name.replace("_", "-")
+        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
         required = param.default is inspect.Parameter.empty
         default = None if required else param.default
         help_text = arg_help.get(name, "")

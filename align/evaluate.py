@@ -169,8 +169,9 @@ def evaluate_checkpoint(name: str, path: str, cfg: EvalConfig, ground_truth=None
     return results
 
 
-def run_eval(cfg: EvalConfig, extra: dict | None = None) -> dict:
-    """Evaluate every checkpoint, then write the comparison report. Returns {name: results}."""
+def run_eval(cfg: EvalConfig, report_dir: str | Path | None = None, extra: dict | None = None) -> dict:
+    """Evaluate every checkpoint, then write the comparison report (into report_dir, default cfg.out).
+    Returns {name: results}."""
     from align.report import write_report
 
     truth = chair_ground_truth(cfg.chair) if cfg.chair else None
@@ -178,7 +179,7 @@ def run_eval(cfg: EvalConfig, extra: dict | None = None) -> dict:
     for name, path in cfg.checkpoints.items():
         all_results[name] = evaluate_checkpoint(name, path, cfg, truth)
         print(summary_line(name, all_results[name]))
-    write_report(Path(cfg.out), all_results, extra or {})
+    write_report(Path(report_dir or cfg.out), all_results, extra or {})
     return all_results
 
 

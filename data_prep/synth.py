@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
@@ -153,9 +154,10 @@ def render_scene(scene: Scene, cfg: WorldConfig, rng: random.Random) -> Image.Im
         _draw(draw, s.kind, [v * k for v in s.bbox], COLOURS[s.colour], background)
     img = img.resize((size, size), Image.LANCZOS)
     if cfg.noise > 0:   # mild sensor noise so that images are not trivially clean
-        noise = Image.effect_noise((size, size), cfg.noise).convert("RGB")
-        img = Image.blend(img, noise, 0.06).filter(ImageFilter.SMOOTH_MORE if rng.random() < 0.2 else
-                                                   ImageFilter.DETAIL)
+        # seeded numpy noise: PIL's effect_noise draws from a process-global C RNG (not reproducible)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, cfg.noise, (size, size, 1))
+        pixels = np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+        img = Image.fromarray(pixels).filter(ImageFilter.SMOOTH_MORE if rng.random() < 0.2 else ImageFilter.DETAIL)
     return img
 
 

@@ -1,0 +1,142 @@
+"""The synthetic world and the demo's tiny LLaVA built on it."""
+import json
+import filecmp
+
+import pytest
+
+from data_prep.synth import COMPANION, KINDS, WorldConfig, build_world, describe
+from reward.chair import extract_mentions
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    manifest = build_world(out, WorldConfig(n_train=120, n_pairs=30, n_eval=30, seed=3))
+    return out, manifest
+
+
+def _coco(path):
+    return json.loads(path.read_text())
+
+
+@pytest.mark.unit
+def test_splits_are_disjoint_by_image_id(world):
+    out, _ = world
+    ids = {s: {im["id"] for im in _coco(out / f"instances_{s}.json")["images"]} for s in ("train", "pairs", "eval")}
+    assert len(ids["train"]) == 120 and len(ids["pairs"]) == 30 and len(ids["eval"]) == 30
+    assert not ids["train"] & ids["pairs"] and not ids["train"] & ids["eval"] and not ids["pairs"] & ids["eval"]
+
+
+@pytest.mark.unit
+def test_sft_caption_hallucination_rate_is_exact_and_names_absent_companions(world):
+    out, manifest = world
+    inst = _coco(out / "instances_train.json")
+    cat = {c["id"]: c["name"] for c in inst["categories"]}
+    present = {}
+    for a in inst["annotations"]:
+        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    noisy = _coco(out / "noisy_captions_train.json")["annotations"]
+    hallucinated = [c for c in noisy if c["hallucinated"]]
+    assert len(hallucinated) == round(0.3 * 120)   # WorldConfig.hallucination_rate = 0.3
+    assert manifest["hallucination_rate"] == pytest.approx(36 / 120)
+    for c in noisy:
+        named = {m.object for m in extract_mentions(c["caption"], "shapes")}
+        extra = named - present[c["image_id"]]
+        assert extra == set(c["hallucinated"])     # exactly the recorded hallucination, nothing else
+        for obj in extra:                          # ... and it is the companion of a present object
+            assert any(COMPANION[p] == obj for p in present[c["image_id"]])
+
+
+@pytest.mark.unit
+def test_gt_captions_name_only_present_objects_and_every_one(world):
+    out, _ = world
+    inst = _coco(out / "instances_eval.json")
+    cat = {c["id"]: c["name"] for c in inst["categories"]}
+    present = {}
+    for a in inst["annotations"]:
+        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    for c in _coco(out / "captions_eval.json")["annotations"]:
+        assert {m.object for m in extract_mentions(c["caption"], "shapes")} == present[c["image_id"]]
+
+
+@pytest.mark.unit
+def test_companions_co_occur_more_than_other_pairs(world):
+    out, _ = world
+    inst = _coco(out / "instances_train.json")
+    cat = {c["id"]: c["name"] for c in inst["categories"]}
+    present = {}
+    for a in inst["annotations"]:
+        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    with_star = [s for s in present.values() if "star" in s]
+    moon_given_star = sum("moon" in s for s in with_star) / len(with_star)
+    others = [sum(k in s for s in with_star) / len(with_star) for k in KINDS if k not in ("star", "moon")]
+    assert moon_given_star > max(others)
+
+
+@pytest.mark.unit
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d, seed in ((a, 1), (b, 1), (c, 2)):
+        build_world(d, WorldConfig(n_train=12, n_pairs=4, n_eval=4, seed=seed))
+    files = [p.relative_to(a) for p in a.rglob("*") if p.is_file()]
+    assert files and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+    assert not filecmp.cmp(a / "sft_train.jsonl", c / "sft_train.jsonl", shallow=False)
+
+
+@pytest.mark.unit
+def test_describe_uses_articles_and_lists():
+    import random
+
+    text = describe([("orange", "star"), ("red", "moon"), ("blue", "ring")], random.Random(0),
+                    {k: [k] for k in KINDS})
+    assert "an orange star" in text.lower() and ", a red moon and a blue ring" in text
+    assert text.endswith(".") and text[0].isupper()
+
+
+@pytest.fixture(scope="module")
+def tiny(world, tmp_path_factory):
+    from align.tiny import create_tiny_llava
+
+    out, _ = world
+    return create_tiny_llava(out, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.mark.integration
+def test_tiny_llava_reloads_exactly_with_auto_classes(world, tiny):
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from align.tiny import TinyLlavaConfig, build_tiny_llava, train_tokenizer, world_texts
+
+    out, _ = world
+    model = AutoModelForImageTextToText.from_pretrained(tiny)
+    processor = AutoProcessor.from_pretrained(tiny)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert sum(p.numel() for p in model.parameters()) < 5e6          # "a few million parameters at most"
+    # the same seed builds the same weights in memory as were saved
+    fresh, _ = build_tiny_llava(train_tokenizer(world_texts(out)), TinyLlavaConfig())
+    image = Image.open(out / "images/eval/000151.png").convert("RGB")
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                        {"type": "text", "text": "Describe the image."}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    enc = processor(images=[image], text=[text], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**enc).logits, fresh.eval()(**enc).logits)
+
+
+@pytest.mark.integration
+def test_generation_prompt_tokens_are_a_prefix_of_the_conversation(tiny):
+    """If they were not, the model would be trained on tokens it is never asked to produce at inference
+    (a space fused into the answer's first word): generations then start mid-sentence."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny)
+    tok = processor.tokenizer
+    for answer in ("No.", "Yes.", "A red star and a blue moon."):
+        user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a star?"}]}]
+        full = processor.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
+        prompt = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        full_ids, prompt_ids = tok(full)["input_ids"], tok(prompt)["input_ids"]
+        assert full_ids[:len(prompt_ids)] == prompt_ids
+        assert tok.decode(full_ids[len(prompt_ids):]) == answer + "</s>"
