@@ -1,0 +1,99 @@
+"""The pipeline runner on cheap stages: placeholders, manifests, --resume, --only, bad configs."""
+import json
+
+import pytest
+
+from align.pipeline import fingerprint, load_pipeline, resolve, run_pipeline
+from reward.files import InputError
+
+PIPELINE = """
+name: t
+seed: 5
+stages:
+  - name: world
+    kind: synth
+    args: {n_train: 8, n_pairs: 4, n_eval: 12, seed: "{seed}"}
+  - name: pope
+    kind: pope
+    args: {annotations: "{world}/instances_eval.json", images: "{world}", vocab: shapes, n_images: 2,
+           min_objects: 1, seed: "{seed}"}
+"""
+
+
+def _write(tmp_path, text=PIPELINE):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    return f
+
+
+@pytest.mark.unit
+def test_placeholders_resolve_recursively_and_keep_ints():
+    v = {"run": "/r", "seed": "3", "sft": "/r/sft"}
+    assert resolve({"a": ["{sft}/model", "{seed}"], "b": "x{seed}"}, v) == {"a": ["/r/sft/model", 3], "b": "x3"}
+    with pytest.raises(InputError, match="nope"):
+        resolve("{nope}/x", v)
+
+
+@pytest.mark.unit
+def test_run_writes_manifests_and_resume_skips_unchanged_stages(tmp_path, capsys):
+    p = load_pipeline(_write(tmp_path), out=tmp_path / "run")
+    first = run_pipeline(p)
+    m = json.loads((tmp_path / "run/world/stage.json").read_text())
+    assert m["metrics"]["eval_images"] == 12 and m["wall_time_s"] >= 0 and "torch" in m["versions"]
+    assert first["pope"]["identity"]["args"]["seed"] == 5          # "{seed}" became the int 5
+    # the pope stage's inputs are the world files, hashed
+    assert any(k.endswith("instances_eval.json") for k in m_inputs(tmp_path / "run/pope/stage.json"))
+    capsys.readouterr()
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"), resume=True)
+    out = capsys.readouterr().out
+    assert "[world] up to date, skipped" in out and "[pope] up to date, skipped" in out
+
+
+def m_inputs(path):
+    return json.loads(path.read_text())["identity"]["inputs"]
+
+
+@pytest.mark.unit
+def test_resume_reruns_a_stage_whose_input_changed(tmp_path, capsys):
+    p = load_pipeline(_write(tmp_path), out=tmp_path / "run")
+    run_pipeline(p)
+    # corrupt an input of the pope stage: its manifest no longer matches
+    f = tmp_path / "run/world/instances_eval.json"
+    data = json.loads(f.read_text())
+    data["annotations"] = data["annotations"][:-1]
+    f.write_text(json.dumps(data))
+    capsys.readouterr()
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"), resume=True, start="pope")
+    assert "[pope] pope ..." in capsys.readouterr().out
+
+
+@pytest.mark.unit
+def test_only_runs_one_stage(tmp_path, capsys):
+    p = load_pipeline(_write(tmp_path), out=tmp_path / "run")
+    run_pipeline(p, only="world")
+    assert (tmp_path / "run/world/stage.json").is_file() and not (tmp_path / "run/pope").exists()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text,needle", [
+    ("stages: []\n", "no stages"),
+    ("stages:\n  - {name: a, kind: bake}\n", "unknown stage kind 'bake'"),
+    ("stages:\n  - {name: a, kind: synth, confg: x}\n", "unknown key 'confg'"),
+    ("stagez: []\n", "unknown key 'stagez'"),
+    ("stages:\n  - {name: a, kind: synth}\n  - {name: a, kind: synth}\n", "two stages named 'a'"),
+])
+def test_bad_pipeline_files(tmp_path, text, needle):
+    with pytest.raises(InputError, match=needle):
+        load_pipeline(_write(tmp_path, text))
+
+
+@pytest.mark.unit
+def test_fingerprint_changes_with_content_and_names(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.txt").write_text("1")
+    h1 = fingerprint(d)
+    (d / "a.txt").write_text("2")
+    h2 = fingerprint(d)
+    (d / "a.txt").rename(d / "b.txt")
+    assert len({h1, h2, fingerprint(d)}) == 3
