@@ -1,0 +1,64 @@
+"""Error analysis and the comparison report, on hand-made results."""
+import json
+
+import pytest
+
+from align.report import format_table, metric_table, relative_changes, write_report
+from reward.analysis import hallucination_analysis
+
+PER_CAPTION = [
+    # star present; moon hallucinated 2nd; star repeated 3rd
+    {"ground_truth": ["star"], "mentioned": [["star", "star"], ["moon", "moon"], ["star", "star"]]},
+    # heart present; diamond hallucinated 1st, moon hallucinated 4th
+    {"ground_truth": ["heart", "ring"], "mentioned": [["diamond", "diamond"], ["heart", "heart"],
+                                                     ["ring", "ring"], ["moon", "moon"]]},
+    {"ground_truth": ["circle"], "mentioned": []},
+]
+
+
+@pytest.mark.unit
+def test_hallucination_analysis_counts_by_hand():
+    a = hallucination_analysis(PER_CAPTION)
+    assert a["most_hallucinated"] == [["moon", 2], ["diamond", 1]]
+    # moon was hallucinated next to star (caption 1) and heart+ring (caption 2)
+    assert a["co_occurring"]["moon"] == [["heart", 1], ["ring", 1], ["star", 1]]
+    assert a["by_position"]["1st"] == {"mentions": 2, "hallucinated": 1, "rate": 0.5}
+    assert a["by_position"]["2nd"] == {"mentions": 2, "hallucinated": 1, "rate": 0.5}
+    assert a["by_position"]["3rd"] == {"mentions": 2, "hallucinated": 0, "rate": 0.0}
+    assert a["by_position"]["4th+"] == {"mentions": 1, "hallucinated": 1, "rate": 1.0}
+
+
+RESULTS = {
+    "sft": {"chair_s": 0.40, "chair_i": 0.20, "recall": 0.80,
+            "pope": {"adversarial": {"accuracy": 0.70, "f1": 0.60, "yes_ratio": 0.5}}},
+    "dpo": {"chair_s": 0.10, "chair_i": 0.05, "recall": 0.78,
+            "pope": {"adversarial": {"accuracy": 0.75, "f1": 0.70, "yes_ratio": 0.45}}},
+}
+
+
+@pytest.mark.unit
+def test_relative_changes_by_hand():
+    d = relative_changes(RESULTS, "sft")["dpo"]
+    assert d["chair_s_relative"] == pytest.approx(-0.75)      # (0.10 - 0.40) / 0.40
+    assert d["chair_i_relative"] == pytest.approx(-0.75)
+    assert d["recall_delta"] == pytest.approx(-0.02)
+    assert d["pope_adversarial_f1_delta"] == pytest.approx(0.10)
+
+
+@pytest.mark.unit
+def test_table_rows_are_percentages():
+    header, rows = metric_table(RESULTS)
+    assert header[:4] == ["checkpoint", "CHAIR_s", "CHAIR_i", "Recall"]
+    assert rows[0][:4] == ["sft", "40.0", "20.0", "80.0"] and rows[1][:4] == ["dpo", "10.0", "5.0", "78.0"]
+    md = format_table(header, rows, markdown=True).splitlines()
+    assert md[0].startswith("| checkpoint") and set(md[1]) <= {"|", "-"}
+
+
+@pytest.mark.unit
+def test_write_report_files(tmp_path):
+    write_report(tmp_path, RESULTS, {"seed": 7, "timings": {"sft": 1.5}})
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["seed"] == 7 and report["results"]["dpo"]["chair_s"] == 0.10
+    assert report["changes"]["dpo"]["chair_s_relative"] == pytest.approx(-0.75)
+    assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "CHAIR_s -75.0% relative" in (tmp_path / "report.md").read_text()
