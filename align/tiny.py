@@ -107,6 +107,12 @@ def build_tiny_llava(tokenizer, cfg: TinyLlavaConfig):
                          image_seq_length=n_patches, vision_feature_layer=-1,
                          vision_feature_select_strategy="default", tie_word_embeddings=True)
     model = LlavaForConditionalGeneration(config)
+    # Llama's init (std 0.02) gives text embeddings of norm ~0.2 while the projected image tokens start
+    # near 1 and grow: 64 image tokens then drown the few question tokens, and a model trained from
+    # scratch never learns that "Is there a star?" depends on the word "star" (POPE stays at 50 %).
+    # Real LLaVA starts from a pretrained LM whose embeddings are O(1); give the tiny one the same scale.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, cfg.text_hidden ** -0.5)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
