@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from reward.files import read_json, write_json
+from reward.files import read_json
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -39,13 +39,13 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
     t0 = time.time()
     run_pipeline(p, resume=resume)
     total = round(time.time() - t0, 1)
-    report_file = Path(out) / "report.json"
-    if report_file.is_file():
-        report = read_json(report_file)
-        report["seed"] = seed
-        report["quick"] = quick
-        report["timings"] = {**stage_timings(p), "total": total}
-        write_json(report_file, report)
+    eval_report = Path(out) / "eval" / "report.json"
+    if eval_report.is_file():
+        from align.report import write_report
+
+        print()
+        report = write_report(Path(out), read_json(eval_report)["results"],
+                              {"seed": seed, "quick": quick, "timings": stage_timings(p)})
         print_summary(report)
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
     return 0

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -336,7 +337,11 @@ def _eval(args: dict, out: Path, p: Pipeline) -> dict:
     from align.evaluate import EvalConfig, _build, run_eval
 
     cfg = _build(EvalConfig, {"out": str(out), **args}, "eval stage", None)
-    results = run_eval(cfg, report_dir=p.run_dir, extra={"seed": p.seed, "timings": stage_timings(p)})
+    results = run_eval(cfg, report_dir=out, extra={"seed": p.seed, "timings": stage_timings(p)})
+    # the run-level copy is the one people read (and the demo completes with every stage's time);
+    # later stages (export's model card) read the stage's own copy, which nothing rewrites
+    for name in ("report.json", "report.md", "metrics.png"):
+        shutil.copyfile(out / name, p.run_dir / name)
     return {name: {k: r.get(k) for k in ("chair_s", "chair_i", "recall")} for name, r in results.items()}
 
 

@@ -1,0 +1,80 @@
+"""`halign demo --quick` end to end: every stage produces its outputs, the report parses, the export
+reloads with the Auto classes, and --resume then skips everything. Quality targets are for the full demo
+(scripts/bench_demo.sh), not for this smaller run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["world", "model", "pretrain", "sft", "pope", "samples", "pairs", "dpo", "eval", "export"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    proc = subprocess.run([sys.executable, "-m", "align", "demo", "--quick", "--out", str(out), "--seed", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+@pytest.mark.integration
+def test_every_stage_finished_with_a_manifest(quick_run):
+    out, _ = quick_run
+    for stage in STAGES:
+        manifest = json.loads((out / stage / "stage.json").read_text())
+        assert manifest["stage"] == stage and manifest["wall_time_s"] >= 0
+    assert (out / "pretrain/model/model.safetensors").is_file()
+    assert (out / "sft/model/model.safetensors").is_file()
+    assert (out / "pairs/pairs.jsonl").stat().st_size > 0 and (out / "pairs/stats.json").is_file()
+    assert not list(out.rglob("stage.started.json"))
+
+
+@pytest.mark.integration
+def test_report_has_the_documented_shape(quick_run):
+    out, stdout = quick_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["seed"] == 1 and set(report["timings"]) >= set(STAGES)
+    for name in ("sft", "dpo"):
+        r = report["results"][name]
+        for key in ("chair_s", "chair_i", "recall"):
+            assert 0.0 <= r[key] <= 1.0
+        for setting in ("random", "popular", "adversarial"):
+            assert set(r["pope"][setting]) >= {"accuracy", "f1", "yes_ratio"}
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| checkpoint" in (out / "report.md").read_text()
+    assert "CHAIR_s" in stdout and "demo finished" in stdout
+
+
+@pytest.mark.integration
+def test_export_reloads_and_matches_the_checkpoint(quick_run):
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from align.generate import chat_prompt
+    from align.modeling import load_model
+
+    out, _ = quick_run
+    exported = AutoModelForImageTextToText.from_pretrained(out / "export").eval()
+    processor = AutoProcessor.from_pretrained(out / "export")
+    original = load_model(str(out / "dpo/model"))
+    original = original.merge_and_unload() if hasattr(original, "merge_and_unload") else original
+    image = Image.open(next((out / "world/images/eval").glob("*.png"))).convert("RGB")
+    enc = processor(images=[image], text=[chat_prompt(processor, "Describe the image.")], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(exported(**enc).logits, original.eval()(**enc).logits, atol=1e-5)
+    card = (out / "export/README.md").read_text()
+    assert "Training lineage" in card and "| dpo |" in card and "| sft |" in card
+
+
+@pytest.mark.integration
+def test_resume_skips_every_finished_stage(quick_run):
+    out, _ = quick_run
+    proc = subprocess.run([sys.executable, "-m", "align", "demo", "--quick", "--out", str(out), "--seed", "1",
+                           "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(f"[{s}] up to date, skipped" in proc.stdout for s in STAGES)
