@@ -9,14 +9,17 @@ that name resolves to transformers' own class in `AutoProcessor`, `load_processo
 config's `model_type` first; the classes are also registered with `AutoProcessor` for checkpoints whose
 files name no processor class at all.
 
-PaliGemma: its processor builds the prompt itself (image tokens + BOS + prefix + "\\n" + suffix), emits its
-own labels and refuses text without images, so TRL's DPO collator (prompt and completion tokenized apart)
-breaks on it. SFT works; DPO is refused up front (`check_stage_support`).
+PaliGemma is refused up front for sft and dpo (`check_stage_support`, reason in UNSUPPORTED): its processor
+builds the prefix-LM input itself and its checkpoints have no chat template for TRL's VLM trainers.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from transformers import (AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLConfig, Qwen2VLProcessor,
+                          SmolVLMConfig, SmolVLMProcessor)
+from transformers.processing_utils import ProcessorMixin
 
 from reward.files import InputError
 
@@ -26,17 +29,14 @@ FAMILY_OF_MODEL_TYPE = {
     "idefics3": "idefics3", "smolvlm": "smolvlm", "paligemma": "paligemma",
 }
 # stages a family cannot run, with the reason and what to do instead
-UNSUPPORTED = {
-    ("paligemma", "dpo"): (
-        "PaliGemma's processor builds its own prompt (image tokens, BOS, prefix, newline, suffix) and emits "
-        "labels, which TRL's DPO collator (prompt and completion tokenized separately) cannot use",
-        "train PaliGemma with `halign sft`, or run DPO on LLaVA, Qwen2-VL/2.5-VL, Idefics3 or SmolVLM"),
-}
+_PALIGEMMA = (
+    "PaliGemma is a prefix-LM: its processor assembles the input itself (image tokens, BOS, prompt, newline, "
+    "answer) with token_type_ids marking the bidirectionally attended prefix, and its checkpoints ship no chat "
+    "template, while TRL's VLM trainers render conversations through the chat template (and DPO tokenizes "
+    "prompt and completions separately)",
+    "use a LLaVA, Qwen2-VL/Qwen2.5-VL, Idefics3 or SmolVLM checkpoint")
+UNSUPPORTED = {("paligemma", "sft"): _PALIGEMMA, ("paligemma", "dpo"): _PALIGEMMA}
 
-
-from transformers import (AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLConfig,  # noqa: E402
-                          Qwen2VLProcessor, SmolVLMConfig, SmolVLMProcessor)
-from transformers.processing_utils import ProcessorMixin  # noqa: E402
 
 # The parents' __init__ pass (image_processor, tokenizer, None) on to ProcessorMixin, which pairs positional
 # arguments with *this* class's attributes (read from the __init__ signature): the video processor is
@@ -99,8 +99,6 @@ def model_type_of(name_or_path: str, trust_remote_code: bool = False) -> str | N
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
     """The family's image-only processor where one is needed, else AutoProcessor's choice."""
-    from transformers import AutoProcessor
-
     processor_class = IMAGE_ONLY_PROCESSORS.get(model_type_of(name_or_path, trust_remote_code))
     if processor_class is not None:
         return processor_class.from_pretrained(name_or_path)

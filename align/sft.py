@@ -31,10 +31,16 @@ class SFTStageConfig(ModelFields, DataFields, SFTConfig):
         super().__post_init__()
 
 
-def prepare_model(cfg):
-    """Load, freeze by part, and build the LoRA config: the common start of every training stage."""
+def prepare_model(cfg, stage: str | None = None):
+    """Load, freeze by part, and build the LoRA config: the common start of every training stage.
+
+    With `stage`, a family that cannot run it is refused before any weight is read (align/families.py)."""
+    from align.families import check_stage_support, model_type_of
     from align.modeling import apply_freezing, load_model_and_processor, lora_config
 
+    if stage is not None and cfg.model_name_or_path:
+        check_stage_support(model_type_of(cfg.model_name_or_path, cfg.trust_remote_code) or "", stage,
+                            cfg.model_name_or_path)
     model, processor = load_model_and_processor(cfg)
     apply_freezing(model, cfg)
     peft_config = lora_config(model, cfg) if cfg.use_peft else None
@@ -79,7 +85,7 @@ def run_sft(cfg) -> dict:
     from align.modeling import print_parameter_report
 
     t0 = time.time()
-    model, processor, peft_config = prepare_model(cfg)
+    model, processor, peft_config = prepare_model(cfg, stage="sft")
     dataset = load_sft_dataset(cfg, processor)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config)
