@@ -66,6 +66,8 @@ def cpu_defaults(cfg) -> None:
             cfg.bf16 = False
         if hasattr(cfg, "gradient_checkpointing"):
             cfg.gradient_checkpointing = False
+        if hasattr(cfg, "activation_checkpointing"):   # transformers 5's name; the old one is an alias
+            cfg.activation_checkpointing = False
         cfg.use_cpu = True
 
 
@@ -90,6 +92,10 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
         (cfg,) = parser.parse_args_and_config(args=argv)
     except ValueError as e:   # TrlParser's unknown-key error, or a bad value in a TRL __post_init__
         raise InputError(str(e), file=config_path, fix="see --help for the fields") from None
+    except InputError as e:   # a halign check in the stage config's __post_init__
+        if e.file is None:
+            e.file = config_path
+        raise
     cfg.config_path = str(config_path) if config_path else None
     return cfg
 

@@ -43,6 +43,13 @@ class DPOStageConfig(ModelFields, DataFields, DPOConfig):
         super().__post_init__()
         from align.dpo_variants import check_loss_types
         check_loss_types(self.loss_type, getattr(self, "config_path", None))
+        if self.truncation_mode == "keep_end" and self.max_length is not None:
+            # TRL refuses it for vision data only after loading the model; the images sit in the prompt, so
+            # cutting from the start would drop image tokens
+            raise InputError("truncation_mode keep_end would cut the image tokens at the start of the prompt",
+                             file=getattr(self, "config_path", None),
+                             fix="use truncation_mode: keep_start (rows that do not fit are refused or dropped "
+                                 "before training: check_image_tokens / drop_long_samples)")
 
 
 def load_dpo_dataset(cfg, processor):
@@ -129,7 +136,7 @@ def run_dpo(cfg) -> dict:
                "loss_type": list(cfg.loss_type), "reference_precompute_seconds":
                    round(getattr(trainer, "ref_precompute_seconds", 0.0), 2) if cfg.precompute_ref_log_probs else None,
                "resumed_from": resume, "seconds": round(time.time() - t0, 1), "parameters": report,
-               "model": str(out)}
+               "model": str(out), "log_history": trainer.state.log_history}
     write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     return metrics
 

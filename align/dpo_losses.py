@@ -63,11 +63,13 @@ def masked_mean(per_pair: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # corrections are exactly such spans; for the edits data_prep makes (inject's insert/swap/omit, correct's
 # removals) the word-level difference of the two texts gives the same spans, see `diff_segments`.
 
-_WORD = re.compile(r"\S+")
+_WORD = re.compile(r"\w+|[^\w\s]")   # words and punctuation marks, each a unit
 
 
 def diff_segments(chosen: str, rejected: str) -> tuple[list[list[int]], list[list[int]]]:
-    """Character spans of the words that differ between the two texts (word-level diff), per side."""
+    """Character spans of the words that differ between the two texts (word-level diff), per side.
+
+    A run of adjacent differing words is one span ("and a yellow heart")."""
     cw = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(chosen)]
     rw = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(rejected)]
     matcher = difflib.SequenceMatcher(a=[w for *_, w in cw], b=[w for *_, w in rw], autojunk=False)

@@ -85,6 +85,13 @@ for _config_class, _processor_class in ((Qwen2VLConfig, ImageOnlyQwen2VLProcesso
 def model_type_of(name_or_path: str, trust_remote_code: bool = False) -> str | None:
     """The checkpoint's `model_type` (config.json of a local folder, else AutoConfig); None if unknown."""
     config_file = Path(name_or_path) / "config.json"
+    adapter_file = Path(name_or_path) / "adapter_config.json"
+    if not config_file.is_file() and adapter_file.is_file():   # a LoRA folder: its base model's type
+        try:
+            base = json.loads(adapter_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return model_type_of(base, trust_remote_code) if base else None
     if config_file.is_file():
         try:
             return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")

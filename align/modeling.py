@@ -38,6 +38,11 @@ def check_checkpoint_dir(path: str) -> None:
         return   # a hub name such as "llava-hf/llava-1.5-7b-hf"
     if not p.is_dir():
         raise InputError("model_name_or_path is a file, not a checkpoint folder", file=path)
+    if (p / "adapter_config.json").is_file():   # a LoRA checkpoint: adapter weights on a base model
+        if not any((p / w).is_file() for w in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise InputError("the LoRA checkpoint folder has an adapter config but no adapter weights", file=path,
+                             fix="was the save interrupted? use the last complete checkpoint")
+        return
     if not (p / "config.json").is_file():
         raise InputError("no config.json in the checkpoint folder", file=path,
                          fix="point at a folder written by save_pretrained (or `halign export`)")
