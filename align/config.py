@@ -6,6 +6,7 @@ overrides, exactly like TRL's own scripts (TrlParser).
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,13 +69,20 @@ def cpu_defaults(cfg) -> None:
             cfg.gradient_checkpointing = False
         if hasattr(cfg, "activation_checkpointing"):   # transformers 5's name; the old one is an alias
             cfg.activation_checkpointing = False
-        cfg.use_cpu = True
+        if getattr(cfg, "ddp_backend", None) is None:
+            # several ranks on CPU need gloo named explicitly (align/distributed.py explains the failure)
+            cfg.ddp_backend = "gloo"
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+            cfg.use_cpu = True   # DeepSpeed's CPU accelerator runs it on the CPU by itself
 
 
 def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     """Parse `--config FILE [--field value ...]` into `cls` (a TRL config dataclass subclass)."""
     from trl import TrlParser
 
+    from align.distributed import disable_shm_comm_without_cuda
+
+    disable_shm_comm_without_cuda()   # before TrainingArguments starts DeepSpeed's comm
     argv = list(argv)
     config_path = None
     if "--config" in argv:

@@ -125,6 +125,8 @@ def run_dpo(cfg) -> dict:
     trainer = HallucinationDPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=dataset,
                                       processing_class=processor, peft_config=peft_config,
                                       ref_cache=reference_cache(cfg, dataset, processor))
+    from align.distributed import check_data_parallel
+    processes = check_data_parallel(trainer)
     report = print_parameter_report(trainer.model, "dpo")
     resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
     result = trainer.train(resume_from_checkpoint=resume)
@@ -135,14 +137,18 @@ def run_dpo(cfg) -> dict:
                "final_reward_margin": logs[-1].get("rewards/margins") if logs else None,
                "loss_type": list(cfg.loss_type), "reference_precompute_seconds":
                    round(getattr(trainer, "ref_precompute_seconds", 0.0), 2) if cfg.precompute_ref_log_probs else None,
-               "resumed_from": resume, "seconds": round(time.time() - t0, 1), "parameters": report,
+               "resumed_from": resume, "seconds": round(time.time() - t0, 1), "parameters": report, **processes,
                "model": str(out), "log_history": trainer.state.log_history}
-    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    if trainer.accelerator.is_main_process:
+        write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     return metrics
 
 
 def main(argv: list[str]) -> int:
+    from align.sft import is_main_rank
+
     cfg = parse_config(DPOStageConfig, argv, "dpo")
     metrics = run_dpo(cfg)
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}), file=sys.stdout)
+    if is_main_rank():
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}), file=sys.stdout)
     return 0

@@ -98,7 +98,8 @@ def _load_peft_checkpoint(path: str, trust_remote_code: bool, torch_dtype):
 def check_model_processor(model, processor, where: str) -> None:
     """A model/processor mismatch otherwise surfaces mid-training as an index error or token-count error."""
     tok = getattr(processor, "tokenizer", processor)
-    emb = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    emb = tuple(getattr(weight, "ds_shape", weight.shape))[0]   # ZeRO-3 partitions at load: ds_shape is the full one
     if len(tok) > emb:
         raise InputError(f"tokenizer has {len(tok)} tokens but the model's embedding has {emb} rows",
                          file=where, fix="load the processor saved with this model")
@@ -172,8 +173,9 @@ def parameter_report(model) -> dict[str, dict[str, int]]:
             continue
         seen.add(id(p))
         part = report[part_of(name)]
-        part["total"] += p.numel()
-        part["trainable"] += p.numel() if p.requires_grad else 0
+        n = getattr(p, "ds_numel", None) or p.numel()   # ZeRO-3: the full size of a partitioned parameter
+        part["total"] += n
+        part["trainable"] += n if p.requires_grad else 0
     return report
 
 
