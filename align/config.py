@@ -69,8 +69,9 @@ def cpu_defaults(cfg) -> None:
             cfg.gradient_checkpointing = False
         if hasattr(cfg, "activation_checkpointing"):   # transformers 5's name; the old one is an alias
             cfg.activation_checkpointing = False
-        if getattr(cfg, "ddp_backend", None) is None:
-            # several ranks on CPU need gloo named explicitly (align/distributed.py explains the failure)
+        if getattr(cfg, "ddp_backend", None) is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # several ranks on CPU need gloo named explicitly (align/distributed.py explains the failure);
+            # a single process must not name one (accelerate then expects a process group)
             cfg.ddp_backend = "gloo"
         if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
             cfg.use_cpu = True   # DeepSpeed's CPU accelerator runs it on the CPU by itself
@@ -83,6 +84,10 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     from align.distributed import disable_shm_comm_without_cuda
 
     disable_shm_comm_without_cuda()   # before TrainingArguments starts DeepSpeed's comm
+    ds_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if ds_file and ds_file.endswith(".json"):   # launched with a DeepSpeed accelerate config
+        from align.distributed import check_deepspeed_config_file
+        check_deepspeed_config_file(ds_file)
     argv = list(argv)
     config_path = None
     if "--config" in argv:

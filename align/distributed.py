@@ -64,3 +64,53 @@ def check_data_parallel(trainer) -> dict:
     ds = trainer.accelerator.state.deepspeed_plugin
     return {"num_processes": n_proc, "world_size": n_world,
             "deepspeed_zero_stage": ds.zero_stage if ds is not None else None}
+
+
+# DeepSpeed's documented top-level config keys. DeepSpeed ignores an unknown top-level key without a word,
+# so a misspelled "zero_optimisation" silently trains at ZeRO stage 0: halign checks the spelling itself.
+DEEPSPEED_TOP_LEVEL_KEYS = frozenset({
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "optimizer", "scheduler",
+    "fp16", "bf16", "amp", "torch_autocast", "gradient_clipping", "prescale_gradients", "gradient_predivide_factor",
+    "communication_data_type", "seq_parallel_communication_data_type", "zero_optimization",
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "steps_per_print", "wall_clock_breakdown",
+    "dump_state", "memory_breakdown", "activation_checkpointing", "flops_profiler", "tensorboard", "wandb",
+    "csv_monitor", "comet", "comms_logger", "sparse_attention", "aio", "nvme", "elasticity", "autotuning",
+    "data_efficiency", "curriculum_learning", "compression_training", "checkpoint", "data_types", "pipeline",
+    "pld", "eigenvalue", "quantize_training", "disable_allgather", "dataloader_drop_last", "tensor_parallel",
+    "hybrid_engine", "sequence_parallel_size", "use_data_before_expert_parallelism", "graph_harvesting",
+    "compile", "timers", "weight_quantization", "zero_enabled", "gradient_accumulation_dtype", "monitor_config",
+    "nebula", "sparse_gradients", "load_universal", "use_node_local_storage", "ds_pipe_replicated",
+})
+
+
+def deepspeed_config_problems(config: dict, source=None) -> list[str]:
+    """Spelling problems at the top level of a DeepSpeed config (the nested ones DeepSpeed reports itself)."""
+    import difflib
+
+    problems = []
+    for key in config:
+        if key not in DEEPSPEED_TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(key, DEEPSPEED_TOP_LEVEL_KEYS, n=1)
+            problems.append(f"unknown top-level key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    zero = config.get("zero_optimization")
+    if zero is not None and not isinstance(zero, dict):
+        problems.append("zero_optimization must be a mapping with a 'stage'")
+    elif zero is not None and "stage" not in zero:
+        problems.append("zero_optimization has no 'stage' (DeepSpeed would use stage 0)")
+    return problems
+
+
+def check_deepspeed_config_file(path) -> dict:
+    """Load a DeepSpeed JSON and refuse top-level spelling mistakes with a readable error."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read the DeepSpeed config ({e})", file=path) from None
+    problems = deepspeed_config_problems(config)
+    if problems:
+        raise InputError("; ".join(problems), file=path,
+                         fix="fix the key (DeepSpeed ignores unknown top-level keys silently)")
+    return config

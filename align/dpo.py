@@ -147,7 +147,13 @@ def run_dpo(cfg) -> dict:
 def main(argv: list[str]) -> int:
     from align.sft import is_main_rank
 
+    from align.dryrun import dry_run, split_dry_run_args
+
+    argv, dry = split_dry_run_args(argv)
     cfg = parse_config(DPOStageConfig, argv, "dpo")
+    if dry is not None:   # the model from its config.json on the meta device: counts and memory, no weights
+        dry_run(cfg, "dpo", dry)
+        return 0
     metrics = run_dpo(cfg)
     if is_main_rank():
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}), file=sys.stdout)

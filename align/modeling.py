@@ -169,7 +169,9 @@ def parameter_report(model) -> dict[str, dict[str, int]]:
     report = {p: {"trainable": 0, "total": 0} for p in ("vision", "projector", "language")}
     seen = set()
     for name, p in model.named_parameters():
-        if id(p) in seen:   # tied embeddings count once
+        if id(p) in seen or ".original_module." in name:
+            # tied embeddings count once; peft's frozen original of a modules_to_save copy is not a parameter
+            # of the model being trained (the trained copy is counted)
             continue
         seen.add(id(p))
         part = report[part_of(name)]
