@@ -159,15 +159,17 @@ def test_paligemma_is_refused_before_loading(world, checkpoints, tmp_path):
 
 
 # ------------------------------------------------------------------------------ reference precompute
-@pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
-def test_precomputed_reference_gives_the_live_reference_steps(use_peft, world, checkpoints, tmp_path):
+@pytest.mark.parametrize("use_peft,losses", [(False, HALLUCINATION_LOSSES), (True, HALLUCINATION_LOSSES),
+                                             (False, ["sigmoid", "sft"])], ids=["full", "lora", "trl-losses"])
+def test_precomputed_reference_gives_the_live_reference_steps(use_peft, losses, world, checkpoints, tmp_path):
     """Same seed, same batches: the loss of every step is the same with the reference precomputed (with
-    images, corrupted images and dense weights) as with TRL's live reference; a second run reads the file."""
+    images, corrupted images and dense weights) as with the live reference; a second run reads the file.
+    With TRL's own loss types, TRL's loss code reads the precomputed columns."""
     from align.dpo import run_dpo
 
     def run(name, **fields):
         cfg = stage_config("dpo", tmp_path / name, checkpoints["qwen2-vl"], world["pairs"], use_peft=use_peft,
-                           loss_type=HALLUCINATION_LOSSES, per_device_train_batch_size=4, max_steps=3,
+                           loss_type=losses, per_device_train_batch_size=4, max_steps=3,
                            ref_logps_dir=tmp_path / "ref", **fields)
         metrics = run_dpo(cfg)
         return metrics, [h["loss"] for h in metrics["log_history"] if "loss" in h]

@@ -94,7 +94,7 @@ def _idefics_template(begin: str) -> str:
     )
 
 
-def _llava(texts, tower: str):
+def _llava(texts, tower: str, text_kw: dict):
     import torch
     from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor, SiglipImageProcessorPil,
@@ -117,7 +117,7 @@ def _llava(texts, tower: str):
         vision_config, strategy, extra = SiglipVisionConfig(vision_use_head=False, **vision), "full", 0
         image_processor = SiglipImageProcessorPil(size={"height": IMAGE_TILE, "width": IMAGE_TILE})
     text = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TEXT)
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text_kw)
     config = LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=tokenizer.image_token_id,
                          image_seq_length=n_patches, vision_feature_layer=-1,
                          vision_feature_select_strategy=strategy)
@@ -133,7 +133,7 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|
                  "<|image_pad|>", "<|video_pad|>"]
 
 
-def _qwen(texts, version: str):
+def _qwen(texts, version: str, text_kw: dict):
     import torch
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
                               Qwen2VLForConditionalGeneration)
@@ -154,18 +154,18 @@ def _qwen(texts, version: str):
     text = dict(vocab_size=len(tokenizer), rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                             "mrope_section": [2, 3, 3]},
                 bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                pad_token_id=ids("<|endoftext|>"), **TEXT)
+                pad_token_id=ids("<|endoftext|>"), **text_kw)
     tokens = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                   vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     if version == "2":
-        vision = dict(depth=2, embed_dim=32, hidden_size=TEXT["hidden_size"], num_heads=2, mlp_ratio=2,
+        vision = dict(depth=2, embed_dim=32, hidden_size=text_kw["hidden_size"], num_heads=2, mlp_ratio=2,
                       patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2)
         config, model_class, processor_class = Qwen2VLConfig(text_config=text, vision_config=vision, **tokens), \
             Qwen2VLForConditionalGeneration, ImageOnlyQwen2VLProcessor
     else:
         # window attention over 2x2 merged patches (window_size 32 px), full attention in the last block
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                      out_hidden_size=TEXT["hidden_size"], patch_size=PATCH, spatial_merge_size=2,
+                      out_hidden_size=text_kw["hidden_size"], patch_size=PATCH, spatial_merge_size=2,
                       temporal_patch_size=2, window_size=32, fullatt_block_indexes=[1])
         config, model_class, processor_class = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens), \
             Qwen2_5_VLForConditionalGeneration, ImageOnlyQwen2_5_VLProcessor
@@ -180,7 +180,7 @@ IDEFICS_SPECIALS = ["<|end_of_text|>", "<|begin_of_text|>", "<|im_start|>", "<en
                    [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
 
 
-def _idefics(texts, smol: bool):
+def _idefics(texts, smol: bool, text_kw: dict):
     import torch
     from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil,
                               Idefics3Processor, SmolVLMConfig, SmolVLMForConditionalGeneration,
@@ -199,7 +199,7 @@ def _idefics(texts, smol: bool):
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                   image_size=IMAGE_TILE, patch_size=PATCH)
     text = dict(model_type="llama", vocab_size=len(tokenizer), bos_token_id=ids(begin),
-                eos_token_id=ids("<end_of_utterance>"), pad_token_id=ids("<|end_of_text|>"), **TEXT)
+                eos_token_id=ids("<end_of_utterance>"), pad_token_id=ids("<|end_of_text|>"), **text_kw)
     # pixel shuffle by 2: (32 / 8)^2 / 2^2 = 4 image tokens per 32 px tile; images longer than 32 px are
     # split into 32 px tiles (after resizing the longest edge to at most 64 px) plus a global view
     image_seq_len = (IMAGE_TILE // PATCH) ** 2 // 4
@@ -221,7 +221,7 @@ def _idefics(texts, smol: bool):
     return model, processor
 
 
-def _paligemma(texts):
+def _paligemma(texts, text_kw: dict):
     import torch
     from transformers import (PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
                               SiglipImageProcessorPil)
@@ -238,7 +238,7 @@ def _paligemma(texts):
     vision = dict(image_size=IMAGE_TILE, patch_size=PATCH, hidden_size=32, intermediate_size=64,
                   num_hidden_layers=2, num_attention_heads=2, vision_use_head=False, projection_dim=64)
     text = dict(model_type="gemma", vocab_size=len(tokenizer), head_dim=16, bos_token_id=ids("<bos>"),
-                eos_token_id=ids("<eos>"), pad_token_id=ids("<pad>"), **TEXT)
+                eos_token_id=ids("<eos>"), pad_token_id=ids("<pad>"), **text_kw)
     config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=ids("<image>"),
                              projection_dim=64, hidden_size=64, vocab_size=len(tokenizer))
     torch.manual_seed(0)
@@ -246,21 +246,23 @@ def _paligemma(texts):
 
 
 BUILDERS = {
-    "llava-clip": lambda t: _llava(t, "clip"),
-    "llava-siglip": lambda t: _llava(t, "siglip"),
-    "qwen2-vl": lambda t: _qwen(t, "2"),
-    "qwen2.5-vl": lambda t: _qwen(t, "2.5"),
-    "idefics3": lambda t: _idefics(t, smol=False),
-    "smolvlm": lambda t: _idefics(t, smol=True),
+    "llava-clip": lambda t, kw: _llava(t, "clip", kw),
+    "llava-siglip": lambda t, kw: _llava(t, "siglip", kw),
+    "qwen2-vl": lambda t, kw: _qwen(t, "2", kw),
+    "qwen2.5-vl": lambda t, kw: _qwen(t, "2.5", kw),
+    "idefics3": lambda t, kw: _idefics(t, False, kw),
+    "smolvlm": lambda t, kw: _idefics(t, True, kw),
     "paligemma": _paligemma,
 }
 
 
-def build_tiny_in_memory(family: str, texts=None):
-    """(model, processor) of `family`, random weights, not saved."""
+def build_tiny_in_memory(family: str, texts=None, text_size: dict | None = None):
+    """(model, processor) of `family`, random weights, not saved. `text_size` overrides the language model's
+    sizes (hidden_size, intermediate_size, num_hidden_layers, ...), e.g. for a benchmark."""
     if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
-    model, processor = BUILDERS[family](list(texts) if texts is not None else default_texts())
+    model, processor = BUILDERS[family](list(texts) if texts is not None else default_texts(),
+                                        {**TEXT, **(text_size or {})})
     tok = processor.tokenizer
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(tok, key, None)
@@ -269,7 +271,7 @@ def build_tiny_in_memory(family: str, texts=None):
     return model, processor
 
 
-def build_tiny(family: str, tmp_path, texts=None) -> Path:
+def build_tiny(family: str, tmp_path, texts=None, text_size: dict | None = None) -> Path:
     """Save a tiny `family` checkpoint (model + processor) under tmp_path and return its folder.
 
     Built once per folder: a second call with the same tmp_path returns the existing checkpoint."""
@@ -278,7 +280,7 @@ def build_tiny(family: str, tmp_path, texts=None) -> Path:
         return out
     from reward.files import atomic_path
 
-    model, processor = build_tiny_in_memory(family, texts)
+    model, processor = build_tiny_in_memory(family, texts, text_size)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
