@@ -2,6 +2,7 @@
 
     halign dpo --config configs/demo/dpo.yaml [--field value ...]
     accelerate launch --config_file configs/accelerate/zero2.yaml -m align dpo --config FILE
+    halign dpo --config FILE --dry-run [--accelerate_config F] [--zero_stage 3 --num_gpus 8 --offload none]
 
 Data: the pairs JSONL of `halign data pairs` (TRL's conversational vision preference layout). Every pair
 is checked before training so that `max_length` cannot cut image tokens. The reference is the starting

@@ -2,6 +2,7 @@
 
     halign sft --config configs/demo/sft.yaml [--field value ...]
     accelerate launch --config_file configs/accelerate/zero2.yaml -m align sft --config FILE
+    halign sft --config FILE --dry-run [--accelerate_config F] [--zero_stage 3 --num_gpus 8 --offload none]
 
 The config is TRL's SFTConfig plus halign's model/data fields (align/config.py). Before training every
 row is checked so that `max_length` cannot cut image tokens. The final model is saved to

@@ -197,3 +197,54 @@ def test_resume_continues_from_the_last_checkpoint(world, checkpoints, tmp_path)
     assert second["steps"] == 6
     steps = [h["step"] for h in second["log_history"] if "loss" in h]
     assert steps == [1, 2, 3, 4, 5, 6]   # the state (with its history) came from the checkpoint
+
+
+# ---------------------------------------------------------------------------------------- the collator
+@pytest.mark.parametrize("family", ["qwen2-vl", "idefics3", "llava-clip"])
+def test_collator_marks_dense_segments_and_builds_the_corrupted_branch(family, world, checkpoints):
+    from PIL import Image
+
+    from align.dpo_variants import HallucinationPreferenceCollator
+    from align.modeling import load_processor
+
+    processor = load_processor(str(checkpoints[family]))
+    image = Image.new("RGB", (48, 32), (250, 20, 20))
+    corrupted = Image.new("RGB", (48, 32), (0, 0, 0))
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+    chosen_text, rejected_text = "A red circle.", "A red circle and a blue star."
+    examples = [
+        {"images": [image], "prompt": prompt, "rejected_images": [corrupted],
+         "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen_text}]}],
+         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected_text}]}],
+         # explicit marks (character spans of the message text): "red" on the chosen side
+         "chosen_segments": [[2, 5]], "rejected_segments": None},
+        {"images": [image], "prompt": prompt, "rejected_images": [],
+         "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen_text}]}],
+         "rejected": [{"role": "assistant", "content": [{"type": "text", "text": chosen_text}]}]},
+    ]
+    collate = HallucinationPreferenceCollator(processor, corrupted=True, dense_gamma=5.0)
+    batch = collate(examples)
+    assert batch["text_pair_mask"].tolist() == [True, False]
+    tok = processor.tokenizer
+
+    def weighted_text(row):
+        ids = batch["input_ids"][row][batch["dense_weights"][row] == 5.0]
+        return tok.decode(ids).strip()
+
+    assert weighted_text(0) == "red"                        # the explicit mark
+    assert weighted_text(2) == ""                           # rejected side: no mark given, none derived
+    assert (batch["dense_weights"][0] > 0).sum() == batch["completion_mask"][0].sum()
+    # the corrupted branch: the chosen text, token for token, under the corrupted image
+    main = batch["input_ids"][0][batch["completion_mask"][0].bool()]
+    side = batch["corrupted_input_ids"][0][batch["corrupted_completion_mask"][0].bool()]
+    assert main.tolist() == side.tolist()
+    assert not torch_equal(batch["pixel_values"], batch["corrupted_pixel_values"])
+    # without marks the word difference is used: "and a blue star" on the rejected side
+    del examples[0]["chosen_segments"], examples[0]["rejected_segments"]
+    batch = collate(examples)
+    assert weighted_text(2) == "and a blue star"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return a.shape == b.shape and bool(torch.equal(a, b))
