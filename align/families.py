@@ -23,7 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from reward.files import InputError
 
-# model_type -> family, for messages and per-family behaviour
+# model_type -> family name, for messages
 FAMILY_OF_MODEL_TYPE = {
     "llava": "llava", "llava_next": "llava-next", "qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl",
     "idefics3": "idefics3", "smolvlm": "smolvlm", "paligemma": "paligemma",
@@ -110,11 +110,6 @@ def load_processor(name_or_path: str, trust_remote_code: bool = False):
     if processor_class is not None:
         return processor_class.from_pretrained(name_or_path)
     return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-
-
-def family_of(model) -> str:
-    model_type = getattr(model.config, "model_type", "")
-    return FAMILY_OF_MODEL_TYPE.get(model_type, model_type)
 
 
 def check_stage_support(model_or_type, stage: str, where: str | None = None) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import align.families  # on import, registers the image-only processors with AutoProcessor
 from reward.files import InputError
 
 PROJECTOR_PATTERNS = ("multi_modal_projector", "connector", "visual.merger", "mm_projector")
@@ -52,10 +53,8 @@ def check_checkpoint_dir(path: str) -> None:
 
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
-    from align.families import load_processor as load_family_processor
-
     # image-only processors for the families whose own processor needs a video processor (torchvision)
-    processor = load_family_processor(name_or_path, trust_remote_code)
+    processor = align.families.load_processor(name_or_path, trust_remote_code)
     if not hasattr(processor, "image_processor"):
         raise InputError("AutoProcessor returned a bare tokenizer, not a multimodal processor", file=name_or_path,
                          fix="the folder needs processor_config.json / preprocessor_config.json "
