@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,7 +60,7 @@ def prepare(root: Path, args) -> dict:
     big.write_text("\n".join(rows) + "\n")
     size = dict(hidden_size=args.hidden, intermediate_size=2 * args.hidden, num_hidden_layers=args.layers,
                 num_attention_heads=8, num_key_value_heads=8)
-    return {"pairs": str(big), "images": str(world["root"]), "model": str(build_tiny("llava-clip", root / "ckpt", text_size=size)),
+    return {"root": str(root), "pairs": str(big), "images": str(world["root"]), "model": str(build_tiny("llava-clip", root / "ckpt", text_size=size)),
             "ref_dir": str(root / "ref")}
 
 
@@ -72,7 +73,8 @@ def child(mode: str, peft: str, paths: dict, args) -> dict:
     from align.dpo_variants import HallucinationDPOTrainer
     from align.sft import prepare_model
 
-    out = Path(tempfile.mkdtemp(prefix="bench-"))
+    out = Path(paths["root"]) / f"run-{mode}-{peft}"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "c.yaml").write_text("report_to: none\n")
     argv = ["--config", str(out / "c.yaml"), "--model_name_or_path", paths["model"], "--dataset", paths["pairs"],
             "--images_dir", paths["images"],
@@ -122,6 +124,13 @@ def main() -> int:
         print("RESULT " + json.dumps(child(mode, peft, json.loads(paths), args)))
         return 0
     root = Path(tempfile.mkdtemp(prefix="bench-ref-"))
+    try:
+        return _compare(root, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _compare(root: Path, args) -> int:
     paths = prepare(root, args)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), TQDM_DISABLE="1",
                PYTHONPATH=str(REPO))
