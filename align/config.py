@@ -6,6 +6,7 @@ overrides, exactly like TRL's own scripts (TrlParser).
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -66,13 +67,27 @@ def cpu_defaults(cfg) -> None:
             cfg.bf16 = False
         if hasattr(cfg, "gradient_checkpointing"):
             cfg.gradient_checkpointing = False
-        cfg.use_cpu = True
+        if hasattr(cfg, "activation_checkpointing"):   # transformers 5's name; the old one is an alias
+            cfg.activation_checkpointing = False
+        if getattr(cfg, "ddp_backend", None) is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # several ranks on CPU need gloo named explicitly (align/distributed.py explains the failure);
+            # a single process must not name one (accelerate then expects a process group)
+            cfg.ddp_backend = "gloo"
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+            cfg.use_cpu = True   # DeepSpeed's CPU accelerator runs it on the CPU by itself
 
 
 def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     """Parse `--config FILE [--field value ...]` into `cls` (a TRL config dataclass subclass)."""
     from trl import TrlParser
 
+    from align.distributed import disable_shm_comm_without_cuda
+
+    disable_shm_comm_without_cuda()   # before TrainingArguments starts DeepSpeed's comm
+    ds_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if ds_file and ds_file.endswith(".json"):   # launched with a DeepSpeed accelerate config
+        from align.distributed import check_deepspeed_config_file
+        check_deepspeed_config_file(ds_file)
     argv = list(argv)
     config_path = None
     if "--config" in argv:
@@ -90,6 +105,10 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
         (cfg,) = parser.parse_args_and_config(args=argv)
     except ValueError as e:   # TrlParser's unknown-key error, or a bad value in a TRL __post_init__
         raise InputError(str(e), file=config_path, fix="see --help for the fields") from None
+    except InputError as e:   # a halign check in the stage config's __post_init__
+        if e.file is None:
+            e.file = config_path
+        raise
     cfg.config_path = str(config_path) if config_path else None
     return cfg
 

@@ -3,7 +3,7 @@
 A truncated row crashes mid-run with "image features and image tokens do not match" (or, worse, trains on
 an image without its tokens). We count each row's length exactly as the model will see it: the chat
 template's text tokens, with every image placeholder expanded to the number of tokens the processor
-gives an image of that size (fixed for LLaVA, size-dependent for Qwen2-VL / Idefics3).
+gives an image of that size (fixed for LLaVA, size-dependent for Qwen2-VL / Idefics3, with Idefics3's tile markers counted).
 """
 from __future__ import annotations
 
@@ -21,17 +21,23 @@ def image_token_id(processor) -> int:
 
 
 def make_image_token_counter(processor):
-    """size (w, h) -> number of tokens the processor expands one image of that size into."""
+    """size (w, h) -> number of tokens one image placeholder becomes in the processor's output.
+
+    That is the image tokens plus whatever the family wraps them in (Idefics3/SmolVLM: the fake-token
+    markers, <row_i_col_j> tags, the global-image tag and newlines between tile rows), measured as the
+    growth of a probe text when the processor expands it, so it is exact for every family."""
     from PIL import Image
 
-    tid = image_token_id(processor)
+    tok = processor.tokenizer
 
     @lru_cache(maxsize=None)
     def count(size: tuple[int, int]) -> int:
         msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
         text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        enc = processor(images=[Image.new("RGB", size)], text=[text], return_tensors="pt")
-        return int((enc["input_ids"][0] == tid).sum())
+        unexpanded = len(tok(text, add_special_tokens=False)["input_ids"])
+        enc = processor(images=[Image.new("RGB", tuple(size))], text=[text], add_special_tokens=False,
+                        return_tensors="pt")
+        return int(enc["input_ids"].shape[1]) - unexpanded + 1   # the placeholder itself was one token
 
     return count
 

@@ -12,6 +12,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import align.families  # on import, registers the image-only processors with AutoProcessor
 from reward.files import InputError
 
 PROJECTOR_PATTERNS = ("multi_modal_projector", "connector", "visual.merger", "mm_projector")
@@ -38,6 +39,11 @@ def check_checkpoint_dir(path: str) -> None:
         return   # a hub name such as "llava-hf/llava-1.5-7b-hf"
     if not p.is_dir():
         raise InputError("model_name_or_path is a file, not a checkpoint folder", file=path)
+    if (p / "adapter_config.json").is_file():   # a LoRA checkpoint: adapter weights on a base model
+        if not any((p / w).is_file() for w in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise InputError("the LoRA checkpoint folder has an adapter config but no adapter weights", file=path,
+                             fix="was the save interrupted? use the last complete checkpoint")
+        return
     if not (p / "config.json").is_file():
         raise InputError("no config.json in the checkpoint folder", file=path,
                          fix="point at a folder written by save_pretrained (or `halign export`)")
@@ -47,10 +53,8 @@ def check_checkpoint_dir(path: str) -> None:
 
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
-    from transformers import AutoProcessor
-
-    import align.families  # noqa: F401  (registers image-only processors for families that need video)
-    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    # image-only processors for the families whose own processor needs a video processor (torchvision)
+    processor = align.families.load_processor(name_or_path, trust_remote_code)
     if not hasattr(processor, "image_processor"):
         raise InputError("AutoProcessor returned a bare tokenizer, not a multimodal processor", file=name_or_path,
                          fix="the folder needs processor_config.json / preprocessor_config.json "
@@ -93,7 +97,8 @@ def _load_peft_checkpoint(path: str, trust_remote_code: bool, torch_dtype):
 def check_model_processor(model, processor, where: str) -> None:
     """A model/processor mismatch otherwise surfaces mid-training as an index error or token-count error."""
     tok = getattr(processor, "tokenizer", processor)
-    emb = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    emb = tuple(getattr(weight, "ds_shape", weight.shape))[0]   # ZeRO-3 partitions at load: ds_shape is the full one
     if len(tok) > emb:
         raise InputError(f"tokenizer has {len(tok)} tokens but the model's embedding has {emb} rows",
                          file=where, fix="load the processor saved with this model")
@@ -163,12 +168,15 @@ def parameter_report(model) -> dict[str, dict[str, int]]:
     report = {p: {"trainable": 0, "total": 0} for p in ("vision", "projector", "language")}
     seen = set()
     for name, p in model.named_parameters():
-        if id(p) in seen:   # tied embeddings count once
+        if id(p) in seen or ".original_module." in name:
+            # tied embeddings count once; peft's frozen original of a modules_to_save copy is not a parameter
+            # of the model being trained (the trained copy is counted)
             continue
         seen.add(id(p))
         part = report[part_of(name)]
-        part["total"] += p.numel()
-        part["trainable"] += p.numel() if p.requires_grad else 0
+        n = getattr(p, "ds_numel", None) or p.numel()   # ZeRO-3: the full size of a partitioned parameter
+        part["total"] += n
+        part["trainable"] += n if p.requires_grad else 0
     return report
 
 

@@ -2,6 +2,7 @@
 
     halign sft --config configs/demo/sft.yaml [--field value ...]
     accelerate launch --config_file configs/accelerate/zero2.yaml -m align sft --config FILE
+    halign sft --config FILE --dry-run [--accelerate_config F] [--zero_stage 3 --num_gpus 8 --offload none]
 
 The config is TRL's SFTConfig plus halign's model/data fields (align/config.py). Before training every
 row is checked so that `max_length` cannot cut image tokens. The final model is saved to
@@ -19,7 +20,7 @@ from pathlib import Path
 from trl import SFTConfig
 
 from align.config import DataFields, ModelFields, cpu_defaults, parse_config
-from reward.files import InputError, atomic_path, write_json
+from reward.files import InputError, write_json
 
 
 @dataclass
@@ -31,10 +32,16 @@ class SFTStageConfig(ModelFields, DataFields, SFTConfig):
         super().__post_init__()
 
 
-def prepare_model(cfg):
-    """Load, freeze by part, and build the LoRA config: the common start of every training stage."""
+def prepare_model(cfg, stage: str | None = None):
+    """Load, freeze by part, and build the LoRA config: the common start of every training stage.
+
+    With `stage`, a family that cannot run it is refused before any weight is read (align/families.py)."""
+    from align.families import check_stage_support, model_type_of
     from align.modeling import apply_freezing, load_model_and_processor, lora_config
 
+    if stage is not None and cfg.model_name_or_path:
+        check_stage_support(model_type_of(cfg.model_name_or_path, cfg.trust_remote_code) or "", stage,
+                            cfg.model_name_or_path)
     model, processor = load_model_and_processor(cfg)
     apply_freezing(model, cfg)
     peft_config = lora_config(model, cfg) if cfg.use_peft else None
@@ -66,11 +73,36 @@ def last_checkpoint(output_dir: str) -> str | None:
 
 
 def save_final(trainer, processor, out: Path) -> Path:
-    """The trained model (adapter only for LoRA) + processor, written to a temp folder then renamed."""
-    with atomic_path(out) as tmp:
-        trainer.save_model(str(tmp))
+    """The trained model (adapter only for LoRA) + processor, written to a temp folder then renamed.
+
+    Every rank calls `save_model` (under ZeRO-3 it gathers the shards); only the main process writes, into
+    a folder name all ranks agree on, and renames it into place once complete."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.saving")
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if main:
         processor.save_pretrained(tmp)
+        if out.is_dir():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    trainer.accelerator.wait_for_everyone()
     return out
+
+
+def is_main_rank() -> bool:
+    import os
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run_sft(cfg) -> dict:
@@ -79,23 +111,33 @@ def run_sft(cfg) -> dict:
     from align.modeling import print_parameter_report
 
     t0 = time.time()
-    model, processor, peft_config = prepare_model(cfg)
+    model, processor, peft_config = prepare_model(cfg, stage="sft")
     dataset = load_sft_dataset(cfg, processor)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config)
+    from align.distributed import check_data_parallel
+    processes = check_data_parallel(trainer)
     report = print_parameter_report(trainer.model, "sft")
     resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
     result = trainer.train(resume_from_checkpoint=resume)
     out = save_final(trainer, processor, Path(cfg.output_dir) / "model")
     metrics = {"train_loss": round(result.training_loss, 4), "steps": result.global_step,
                "rows": len(dataset), "resumed_from": resume, "seconds": round(time.time() - t0, 1),
-               "parameters": report, "model": str(out)}
-    write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+               "parameters": report, **processes, "model": str(out)}
+    if trainer.accelerator.is_main_process:
+        write_json(Path(cfg.output_dir) / "metrics.json", metrics)
     return metrics
 
 
 def main(argv: list[str]) -> int:
+    from align.dryrun import dry_run, split_dry_run_args
+
+    argv, dry = split_dry_run_args(argv)
     cfg = parse_config(SFTStageConfig, argv, "sft")
+    if dry is not None:   # the model from its config.json on the meta device: counts and memory, no weights
+        dry_run(cfg, "sft", dry)
+        return 0
     metrics = run_sft(cfg)
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}), file=sys.stdout)
+    if is_main_rank():
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}), file=sys.stdout)
     return 0

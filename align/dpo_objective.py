@@ -1,0 +1,92 @@
+"""One training step's loss for halign's loss types (see align/dpo_variants.py and align/dpo_losses.py).
+
+Forwards: the policy on TRL's batch [chosen..., rejected...] (real image), and, for `mdpo_conditional`,
+on the chosen text with the corrupted image. Reference values come from the batch (precomputed columns)
+or from live reference forwards on the same inputs. Every forward runs on every step whatever the batch
+holds, so that all ranks run the same collectives under DeepSpeed ZeRO-3.
+"""
+from __future__ import annotations
+
+import torch
+
+from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, sigmoid_loss,
+                              weighted_sequence_logps)
+from align.dpo_variants import BATCH_EXTRAS, CORRUPTED
+
+
+def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
+    mode = "train" if trainer.model.training else "eval"
+    beta = trainer.beta
+    main = {k: v for k, v in inputs.items() if k not in BATCH_EXTRAS and not k.startswith(CORRUPTED)}
+    per_token = trainer._per_token_logps(model, main)
+    chosen_logps, rejected_logps = per_token.sum(dim=1).chunk(2)
+    types = trainer.loss_types
+    corrupted_side = {k[len(CORRUPTED):]: v for k, v in inputs.items() if k.startswith(CORRUPTED)}
+    corrupted_logps = trainer._per_token_logps(model, corrupted_side).sum(dim=1) if corrupted_side else None
+
+    if trainer.precompute_ref_logps:
+        ref = {k: v for k, v in inputs.items() if k.startswith("ref_")}
+        if "ref_chosen_logps" not in ref:
+            raise RuntimeError("precompute_ref_log_probs is set but the batch carries no reference columns")
+    else:
+        from accelerate.utils import is_peft_model
+        if trainer.ref_model is None and not is_peft_model(trainer.model):
+            # the policy is not the reference once it has taken a step: never silently use it as one
+            raise RuntimeError("no reference model: full fine-tuning needs TRL's reference copy or precompute")
+        ref = trainer.reference_values(inputs)
+    chosen_lr = chosen_logps - ref["ref_chosen_logps"]
+    rejected_lr = rejected_logps - ref["ref_rejected_logps"]
+    text_pairs = inputs["text_pair_mask"]
+
+    loss, terms = 0.0, {}
+    for loss_type, weight in zip(types, trainer.loss_weights, strict=True):
+        if loss_type == "sigmoid":
+            term = masked_mean(sigmoid_loss(beta, chosen_lr, rejected_lr), text_pairs)
+        elif loss_type == "sft":
+            chosen_mask = main["completion_mask"][:, 1:].chunk(2)[0].bool()
+            term = -per_token.chunk(2)[0][chosen_mask].mean()
+        elif loss_type == "mdpo_conditional":
+            corrupted_lr = corrupted_logps - ref["ref_corrupted_logps"]
+            term = conditional_image_loss(beta, chosen_lr, corrupted_lr).mean()
+        elif loss_type == "mdpo_anchor":
+            term = anchor_loss(beta, chosen_lr, getattr(trainer.args, "mdpo_delta", 0.0)).mean()
+        elif loss_type == "dense":
+            weights = inputs["dense_weights"][:, 1:].to(per_token.dtype)
+            dense_c, dense_r = weighted_sequence_logps(per_token, weights).chunk(2)
+            term = masked_mean(sigmoid_loss(beta, dense_c - ref["ref_chosen_dense_logps"],
+                                            dense_r - ref["ref_rejected_dense_logps"]), text_pairs)
+        else:   # check_loss_types refused it at construction
+            raise ValueError(f"loss type {loss_type!r} is not computed by halign")
+        terms[loss_type] = term.detach()
+        loss = loss + weight * term
+
+    _log_metrics(trainer, mode, terms, chosen_lr, rejected_lr, chosen_logps, rejected_logps, text_pairs,
+                 (chosen_lr - (corrupted_logps - ref["ref_corrupted_logps"])) if corrupted_logps is not None
+                 else None)
+    if return_outputs:
+        return loss, {"chosen_logps": chosen_logps, "rejected_logps": rejected_logps}
+    return loss
+
+
+def _log_metrics(trainer, mode, terms, chosen_lr, rejected_lr, chosen_logps, rejected_logps, text_pairs,
+                 image_margin_lr) -> None:
+    gather = trainer.accelerator.gather_for_metrics
+    metrics = trainer._metrics[mode]
+    beta = trainer.beta
+    chosen_r, rejected_r = (beta * chosen_lr).detach(), (beta * rejected_lr).detach()
+    mask = gather(text_pairs.float())
+    n_text = mask.sum().clamp(min=1.0)
+    margins = gather(chosen_r - rejected_r)
+    metrics["rewards/chosen"].append(gather(chosen_r).mean().item())
+    metrics["rewards/rejected"].append(gather(rejected_r).mean().item())
+    # accuracy and margin over the pairs with a text preference (image pairs have equal texts)
+    metrics["rewards/accuracies"].append(((margins > 0).float() * mask).sum().item() / n_text.item())
+    metrics["rewards/margins"].append((margins * mask).sum().item() / n_text.item())
+    metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+    metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+    if image_margin_lr is not None:
+        image_margins = gather((beta * image_margin_lr).detach())
+        metrics["rewards/image_margins"].append(image_margins.mean().item())
+        metrics["rewards/image_accuracies"].append((image_margins > 0).float().mean().item())
+    for name, value in terms.items():
+        metrics[f"loss/{name}"].append(gather(value.reshape(1)).mean().item())
