@@ -323,7 +323,9 @@ def _pairs(args: dict, out: Path, p: Pipeline) -> dict:
 
     pairs_command(out=out / "pairs.jsonl", **args)
     stats = read_json(out / "stats.json")
-    return {k: stats[k] for k in ("n_pairs", "pairs_per_strategy", "length_ratio") if k in stats}
+    per = stats.get("per_strategy", {})
+    return {"pairs": stats.get("pairs"), **{f"{k}_pairs": v.get("pairs") for k, v in per.items()},
+            **{f"{k}_length_ratio": v.get("length", {}).get("ratio_of_means") for k, v in per.items()}}
 
 
 def _pope(args: dict, out: Path, p: Pipeline) -> dict:

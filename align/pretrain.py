@@ -52,6 +52,7 @@ def box_targets(coco: dict, grid: int, colours: list[str], colour_key: str, file
     kinds = {i: [0] * (grid * grid) for i in images}
     cols = {i: [0] * (grid * grid) for i in images}
     present = {i: [0.0] * len(cats) for i in images}
+    best = {i: [0.0] * (grid * grid) for i in images}
     for n, ann in enumerate(coco["annotations"]):
         im = images.get(ann["image_id"])
         if im is None or ann["category_id"] not in cats:
@@ -60,12 +61,19 @@ def box_targets(coco: dict, grid: int, colours: list[str], colour_key: str, file
         x, y, w, h = ann["bbox"]
         k = cats[ann["category_id"]]
         present[ann["image_id"]][k] = 1.0
+        pw, ph = im["width"] / grid, im["height"] / grid
         for gy in range(grid):
             for gx in range(grid):
-                cx, cy = (gx + 0.5) * im["width"] / grid, (gy + 0.5) * im["height"] / grid
-                if x <= cx <= x + w and y <= cy <= y + h:
-                    kinds[ann["image_id"]][gy * grid + gx] = k + 1
-                    cols[ann["image_id"]][gy * grid + gx] = colour_ids.get(ann.get(colour_key), 0)
+                # a patch belongs to the object covering most of it (at least a quarter): with large
+                # patches, small objects would otherwise miss every patch centre
+                ox = max(0.0, min(x + w, (gx + 1) * pw) - max(x, gx * pw))
+                oy = max(0.0, min(y + h, (gy + 1) * ph) - max(y, gy * ph))
+                share = ox * oy / (pw * ph)
+                i = gy * grid + gx
+                if share >= 0.25 and share > best[ann["image_id"]][i]:
+                    best[ann["image_id"]][i] = share
+                    kinds[ann["image_id"]][i] = k + 1
+                    cols[ann["image_id"]][i] = colour_ids.get(ann.get(colour_key), 0)
     return kinds, cols, present
 
 
