@@ -54,7 +54,13 @@ def check_checkpoint_dir(path: str) -> None:
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
     # image-only processors for the families whose own processor needs a video processor (torchvision)
-    processor = align.families.load_processor(name_or_path, trust_remote_code)
+    try:
+        processor = align.families.load_processor(name_or_path, trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        # transformers reports a mixed or incomplete folder as a long OSError about hub downloads
+        raise InputError(f"could not load the processor ({str(e).splitlines()[0][:200]})", file=name_or_path,
+                         fix="the folder's tokenizer/processor files must come from the same checkpoint as "
+                             "its weights (re-export it with `halign export`)") from None
     if not hasattr(processor, "image_processor"):
         raise InputError("AutoProcessor returned a bare tokenizer, not a multimodal processor", file=name_or_path,
                          fix="the folder needs processor_config.json / preprocessor_config.json "

@@ -27,6 +27,20 @@ def resolve_image(images_dir: Path, rel: str, file, record) -> Path:
     return path
 
 
+def verify_image(path: Path, file, record) -> None:
+    """A truncated or corrupt image would otherwise crash the collator in the middle of training."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()          # structure and checksums, without decoding the pixels
+        with Image.open(path) as im:
+            im.getpixel((im.width - 1, im.height - 1))   # forces the last rows: catches truncation
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
+        raise InputError(f"image {path.name} cannot be read ({type(e).__name__}: {e})", file=file,
+                         record=record, fix="re-create or remove the image (is it truncated?)") from None
+
+
 def _check_messages(messages, file, record) -> None:
     if not isinstance(messages, list) or not messages:
         raise InputError("'messages' must be a non-empty list", file=file, record=record)
@@ -50,7 +64,7 @@ def load_conversations(path: str | Path, images_dir: str | Path | None = None, m
 
     path = Path(path)
     images_dir = Path(images_dir) if images_dir else path.parent
-    rows, skipped = [], 0
+    rows, skipped, verified = [], 0, set()
     for line, rec in iter_records(path, "conversations file"):
         record = f"line {line}"
         try:
@@ -62,6 +76,10 @@ def load_conversations(path: str | Path, images_dir: str | Path | None = None, m
             if not isinstance(images, list):
                 raise InputError("'images' must be a list of paths", file=path, record=record)
             files = [str(resolve_image(images_dir, rel, path, record)) for rel in images]
+            for f in files:
+                if f not in verified:
+                    verify_image(Path(f), path, record)
+                    verified.add(f)
             n_slots = sum(1 for m in rec["messages"] if isinstance(m["content"], list)
                           for p in m["content"] if isinstance(p, dict) and p.get("type") == "image")
             if n_slots and n_slots != len(files):

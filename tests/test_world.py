@@ -60,6 +60,30 @@ def test_gt_captions_name_only_present_objects_and_every_one(world):
 
 
 @pytest.mark.unit
+def test_question_rows_are_balanced_and_true_to_the_annotations(world):
+    out, _ = world
+    inst = _coco(out / "instances_train.json")
+    cat = {c["id"]: c["name"] for c in inst["categories"]}
+    present = {}
+    for a in inst["annotations"]:
+        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    rows = [json.loads(line) for line in (out / "sft_train.jsonl").read_text().splitlines()]
+    qa = [r for r in rows if len(r["messages"]) > 2]
+    assert len(qa) == 120 and len(rows) == 240          # one caption row + one question row per image
+    for r in qa:
+        msgs = r["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant"] * 6
+        assert [p["type"] for p in msgs[0]["content"]] == ["image", "text"]   # the image comes once, first
+        answers = []
+        for q, a in zip(msgs[::2], msgs[1::2]):
+            obj = q["content"][-1]["text"].split()[3]      # "Is there a(n) OBJECT in the image?"
+            answer = a["content"][0]["text"]
+            assert answer == ("Yes." if obj in present[r["image_id"]] else "No.")
+            answers.append(answer)
+        assert answers.count("Yes.") == 3 and answers.count("No.") == 3
+
+
+@pytest.mark.unit
 def test_companions_co_occur_more_than_other_pairs(world):
     out, _ = world
     inst = _coco(out / "instances_train.json")

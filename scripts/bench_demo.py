@@ -1,0 +1,78 @@
+"""Run the full demo for several seeds and check issue 2's targets on each.
+
+    .venv/bin/python scripts/bench_demo.py --seeds 0 1 2 [--out runs/bench] [--quick]
+
+Targets (full demo): wall time < 10 min; SFT CHAIR_s >= 0.20 and POPE-random accuracy >= 0.75; every
+aligned checkpoint (DPO, PPO, GRPO when present) cuts CHAIR_s by the checkpoint's target (DPO 50 %, PPO
+and GRPO 30 %) relative to SFT, with recall down by at most 0.05 and (DPO) POPE-adversarial F1 not below
+SFT's. Prints one line per seed and checkpoint and exits non-zero if a target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET_CUT = {"dpo": 0.50, "ppo": 0.30, "grpo": 0.30}
+
+
+def check(report: dict, wall: float, quick: bool) -> list[str]:
+    res = report["results"]
+    sft = res["sft"]
+    misses = []
+    if not quick and wall >= 600:
+        misses.append(f"wall {wall:.0f} s >= 600 s")
+    if sft["chair_s"] < 0.20:
+        misses.append(f"SFT CHAIR_s {sft['chair_s']:.3f} < 0.20")
+    if sft["pope"]["random"]["accuracy"] < 0.75:
+        misses.append(f"SFT POPE-random accuracy {sft['pope']['random']['accuracy']:.3f} < 0.75")
+    for name, r in res.items():
+        if name == "sft":
+            continue
+        cut = (sft["chair_s"] - r["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
+        need = TARGET_CUT.get(name, 0.0)
+        if cut < need:
+            misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%")
+        if sft["recall"] - r["recall"] > 0.05:
+            misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > 0.05")
+        if name == "dpo" and r["pope"]["adversarial"]["f1"] < sft["pope"]["adversarial"]["f1"]:
+            misses.append(f"dpo POPE-adversarial F1 {r['pope']['adversarial']['f1']:.3f} < SFT's "
+                          f"{sft['pope']['adversarial']['f1']:.3f}")
+    return misses
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    failed = False
+    for seed in args.seeds:
+        out = Path(args.out) / f"seed{seed}"
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "align", "demo", "--out", str(out), "--seed", str(seed)]
+        proc = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            print(f"seed {seed}: demo failed (exit {proc.returncode})\n{proc.stderr[-2000:]}")
+            failed = True
+            continue
+        report = json.loads((out / "report.json").read_text())
+        for name, r in report["results"].items():
+            p = r["pope"]
+            print(f"seed {seed} {name:>5}: CHAIR_s {100 * r['chair_s']:5.1f}  CHAIR_i {100 * r['chair_i']:5.1f}  "
+                  f"recall {100 * r['recall']:5.1f}  POPE acc r/p/a {100 * p['random']['accuracy']:.1f}/"
+                  f"{100 * p['popular']['accuracy']:.1f}/{100 * p['adversarial']['accuracy']:.1f}  "
+                  f"adv F1 {100 * p['adversarial']['f1']:.1f}")
+        misses = check(report, wall, args.quick)
+        print(f"seed {seed}: wall {wall:.0f} s; " + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
+        failed |= bool(misses)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
