@@ -88,6 +88,9 @@ def save_final(trainer, processor, out: Path) -> Path:
     trainer.save_model(str(tmp))
     if main:
         processor.save_pretrained(tmp)
+        # the Trainer pickles its arguments next to the weights; a model folder needs none of it, and
+        # halign never unpickles what it is handed
+        (tmp / "training_args.bin").unlink(missing_ok=True)
         if out.is_dir():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
