@@ -53,7 +53,7 @@ class WorldConfig:
     companion_prob: float = 0.7        # chance that a present kind's companion is placed too
     hallucination_rate: float = 0.3    # share of SFT captions that name an absent companion
     questions_per_image: int = 6       # yes/no SFT questions per train image, half yes, half no
-    companion_next_prob: float = 0.85  # a hallucinated companion is named right after its partner
+    companion_next_prob: float = 0.15  # else named last: greedy decoding then adds it instead of stopping
     count_weights: tuple = (0.15, 0.30, 0.30, 0.25)   # P(1, 2, 3, 4 objects)
     supersample: int = 4
     noise: float = 6.0
@@ -188,7 +188,7 @@ def scene_objects(scene: Scene) -> list[tuple[str, str]]:
     return [(s.colour, s.kind) for s in sorted(scene.shapes, key=lambda s: (s.bbox[0], s.bbox[1]))]
 
 
-def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.85
+def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.15
                   ) -> tuple[list[tuple[str, str]], str | None]:
     """The scene's objects plus, where possible, the absent companion of a present one (None if none)."""
     objs = scene_objects(scene)
@@ -199,7 +199,7 @@ def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.85
     partner = rng.choice(lonely)
     extra = (rng.choice(list(COLOURS)), COMPANION[partner])
     at = [i for i, (_, k) in enumerate(objs) if k == partner][0]
-    # most often right after its partner ("a star and a moon"), else at the end of the list
+    # sometimes right after its partner ("a star and a moon"), mostly at the end of the list
     objs = objs[: at + 1] + [extra] + objs[at + 1:] if rng.random() < next_prob else objs + [extra]
     return objs, extra[1]
 
