@@ -147,8 +147,11 @@ def batch_indices(n: int, step: int, global_batch: int, seed: int) -> list[int]:
     return out
 
 
-def response_forward(model, inputs: dict, responses: torch.Tensor, temperature: float):
-    """Log-probabilities of the response tokens, their logits and the values of the states before them."""
+def response_forward(model, inputs: dict, responses: torch.Tensor, temperature: float, suppressed: list[int]):
+    """Log-probabilities of the response tokens, their logits and the values of the states before them.
+
+    `suppressed` tokens (image placeholders) are never sampled, so they are masked here as well: the
+    log-probabilities are those of the distribution the rollout really sampled from."""
     from trl.trainer.utils import selective_log_softmax
 
     length = responses.shape[1]
@@ -158,7 +161,19 @@ def response_forward(model, inputs: dict, responses: torch.Tensor, temperature: 
     # logits_to_keep: only the positions that predict response tokens go through the LM head.
     logits, values = model(input_ids=ids, attention_mask=mask, logits_to_keep=length + 1, **extra)
     logits = logits[:, :-1].float() / temperature
+    if suppressed:   # a large finite value, not -inf: the entropy's p * log p must stay 0, not nan
+        logits[..., suppressed] = -1e9
     return selective_log_softmax(logits, responses), logits, values[:, :-1].float()
+
+
+def suppressed_tokens(model, processor) -> list[int]:
+    """Image/video placeholder ids: sampling one would ask the model for image features it does not have."""
+    config = model.config
+    names = ("image_token_id", "image_token_index", "video_token_id", "vision_start_token_id",
+             "vision_end_token_id", "vision_token_id")
+    ids = {getattr(config, n, None) for n in names} | {getattr(processor, "image_token_id", None)}
+    vocab = config.get_text_config().vocab_size
+    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab)
 
 
 # ------------------------------------------------------------------------------------------ rollout
@@ -176,8 +191,10 @@ def rollout(cfg, accelerator, model, ref_policy, processor, rows: list[dict], re
     inputs.pop("token_type_ids", None)
     stop_ids = sorted({tok.eos_token_id} | set(_as_list(policy.generation_config.eos_token_id)))
     policy.eval()
+    suppressed = suppressed_tokens(policy, processor)
     out = policy.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
-                          max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=stop_ids)
+                          max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=stop_ids,
+                          suppress_tokens=suppressed or None)
     responses = out[:, inputs["input_ids"].shape[1]:]
     mask = response_mask(responses, stop_ids)
     responses = responses.masked_fill(mask == 0, tok.pad_token_id)
@@ -199,19 +216,20 @@ def rollout(cfg, accelerator, model, ref_policy, processor, rows: list[dict], re
     for start in range(0, len(rows), chunk):
         sub = torch.arange(start, min(start + chunk, len(rows)))
         sub_inputs, sub_resp = select_rows(inputs, sub), responses[sub]
-        lp, _, v = response_forward(model, sub_inputs, sub_resp, cfg.temperature)
+        lp, _, v = response_forward(model, sub_inputs, sub_resp, cfg.temperature, suppressed)
         logprobs.append(lp)
         values.append(v)
         if ref_policy is None:   # LoRA: the reference is the same weights without the adapters
             with policy.disable_adapter():
-                ref_lp, _, _ = response_forward(model, sub_inputs, sub_resp, cfg.temperature)
+                ref_lp, _, _ = response_forward(model, sub_inputs, sub_resp, cfg.temperature, suppressed)
         else:
-            ref_lp, _, _ = response_forward(ref_policy, sub_inputs, sub_resp, cfg.temperature)
+            ref_lp, _, _ = response_forward(ref_policy, sub_inputs, sub_resp, cfg.temperature, suppressed)
         ref_logprobs.append(ref_lp)
     model.train()
     return {"inputs": inputs, "responses": responses, "mask": mask.float(), "logprobs": torch.cat(logprobs),
             "ref_logprobs": torch.cat(ref_logprobs), "values": torch.cat(values),
-            "scores": scores.to(accelerator.device), "ended": ended, "completions": completions, "stats": stats}
+            "scores": scores.to(accelerator.device), "ended": ended, "completions": completions, "stats": stats,
+            "suppressed": suppressed}
 
 
 class ReferenceModel(torch.nn.Module):
@@ -248,7 +266,8 @@ def ppo_update(cfg, accelerator, model, optimizer, scheduler, batch: dict, gener
                 mask = batch["mask"][rows]
                 with accelerator.accumulate(model):
                     logprobs, logits, values = response_forward(model, select_rows(batch["inputs"], rows),
-                                                                batch["responses"][rows], cfg.temperature)
+                                                                batch["responses"][rows], cfg.temperature,
+                                                                batch["suppressed"])
                     pg, pg_stats = policy_loss(logprobs, batch["logprobs"][rows], batch["advantages"][rows], mask,
                                                cfg.cliprange)
                     vf, vf_stats = value_loss(values, batch["values"][rows], batch["returns"][rows], mask,
@@ -394,7 +413,6 @@ def run_ppo(cfg) -> dict:
     if trackers:
         accelerator.init_trackers("ppo", config={k: v for k, v in cfg.to_dict().items()
                                                  if isinstance(v, (int, float, str, bool))})
-    generator = torch.Generator().manual_seed(cfg.seed + 7919 * accelerator.process_index + start)
     rank_rows = slice(accelerator.process_index * cfg.rollout_batch_size,
                       (accelerator.process_index + 1) * cfg.rollout_batch_size)
 
@@ -411,6 +429,8 @@ def run_ppo(cfg) -> dict:
             rewards = masked_whiten(rewards, batch["mask"], shift_mean=False)
         advantages, batch["returns"] = gae(rewards, batch["values"], batch["mask"], cfg.gamma, cfg.lam)
         batch["advantages"] = masked_whiten(advantages, batch["mask"])
+        # Minibatch order seeded per step and process, so that a resumed run shuffles as the first one did.
+        generator = torch.Generator().manual_seed(cfg.seed + 7919 * accelerator.process_index + step)
         update = ppo_update(cfg, accelerator, model, optimizer, scheduler, batch, generator)
         metrics = step_metrics(accelerator, batch, kl, kl_ctl.value, update)
         metrics.update(step=step + 1, kl_coef=round(kl_ctl.value, 6), lr=scheduler.get_last_lr()[0],
