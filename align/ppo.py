@@ -71,10 +71,6 @@ class PPOStageConfig(ModelFields, DataFields, RLFields, TrainingArguments):
     missing_eos_penalty: float | None = field(default=None, metadata={
         "help": "subtracted from the score of a response cut by max_new_tokens"})
     value_learning_rate: float | None = field(default=None, metadata={"help": "value head lr (None: learning_rate)"})
-    extra_reward_function: str | None = field(default=None, metadata={
-        "help": "'package.module:function', a TRL-style reward function (completions, **columns) -> "
-                "list[float], e.g. a learned reward model; added to the grounded reward"})
-    extra_reward_weight: float = 1.0
 
     def __post_init__(self):
         cpu_defaults(self)
@@ -342,17 +338,6 @@ def build(cfg, accelerator):
     return model, ref, processor, optimizer, report
 
 
-def load_extra_reward(spec: str):
-    import importlib
-
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise InputError(f"extra_reward_function {spec!r} cannot be imported ({e})",
-                         fix="give 'package.module:function' importable from the working directory") from None
-
-
 def save_checkpoint(cfg, accelerator, step: int, kl_ctl: KLController, history: list) -> None:
     """checkpoint-N: accelerate's state (model + value head, optimizer, scheduler, RNG) and the PPO state."""
     out = Path(cfg.output_dir) / f"checkpoint-{step}"
@@ -377,7 +362,7 @@ def run_ppo(cfg) -> dict:
     from tqdm.auto import tqdm
     from transformers import get_scheduler, set_seed
 
-    from align.rl_data import grounded_reward_from_config, rl_dataset_from_config
+    from align.rl_data import reward_functions, rl_dataset_from_config
     from align.sft import last_checkpoint
 
     t0 = time.time()
@@ -392,9 +377,7 @@ def run_ppo(cfg) -> dict:
                               project_dir=str(Path(cfg.output_dir) / "runs"))
     model, ref, processor, optimizer, report = build(cfg, accelerator)
     dataset = rl_dataset_from_config(cfg)
-    reward_fns = [(grounded_reward_from_config(cfg, processor), 1.0)]
-    if cfg.extra_reward_function:
-        reward_fns.append((load_extra_reward(cfg.extra_reward_function), cfg.extra_reward_weight))
+    reward_fns = reward_functions(cfg, processor)
 
     global_batch = cfg.rollout_batch_size * accelerator.num_processes
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * len(dataset) / global_batch)

@@ -32,6 +32,10 @@ class RLFields:
     vocab: str = field(default="coco", metadata={"help": "object vocabulary: coco, shapes, or a JSON/YAML file"})
     hallucination_weight: float = field(default=1.0, metadata={"help": "weight of the hallucination penalty"})
     coverage_weight: float = field(default=0.5, metadata={"help": "weight of the coverage bonus"})
+    extra_reward_function: str | None = field(default=None, metadata={
+        "help": "'package.module:function': a TRL-style reward function (completions, **columns) -> list[float], "
+                "e.g. a learned reward model's score, added to the grounded reward"})
+    extra_reward_weight: float = field(default=1.0, metadata={"help": "weight of extra_reward_function"})
 
 
 def conversational_prompt(text: str) -> list[dict]:
@@ -109,3 +113,29 @@ def grounded_reward_from_config(cfg, processor=None):
             special.append(image_token)
     return GroundedReward(vocab=cfg.vocab, hallucination_weight=cfg.hallucination_weight,
                           coverage_weight=cfg.coverage_weight, objects_column="objects", special_tokens=special)
+
+
+def load_extra_reward(spec: str):
+    """The function named by 'package.module:function'."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise InputError(f"extra_reward_function {spec!r} cannot be imported ({e})",
+                         fix="give 'package.module:function', importable from the working directory") from None
+    if not callable(fn):
+        raise InputError(f"extra_reward_function {spec!r} is not callable")
+    return fn
+
+
+def reward_functions(cfg, processor=None) -> list[tuple]:
+    """[(reward function, weight)]: the grounded reward first, then the extra one if configured.
+
+    Every function is called TRL's way, fn(completions, **columns) -> list[float], where the columns are
+    the dataset's (objects, image_id, images, prompts): a learned reward model plugs in as such a function."""
+    fns = [(grounded_reward_from_config(cfg, processor), 1.0)]
+    if cfg.extra_reward_function:
+        fns.append((load_extra_reward(cfg.extra_reward_function), cfg.extra_reward_weight))
+    return fns
