@@ -197,9 +197,8 @@ def rollout(cfg, accelerator, model, ref_policy, processor, rows: list[dict], re
     completions = tok.batch_decode(responses, skip_special_tokens=True)
     columns = {"objects": [r["objects"] for r in rows], "prompts": [r["prompt"] for r in rows],
                "images": [r["images"] for r in rows], "image_id": [r["image_id"] for r in rows]}
-    scores = torch.zeros(len(rows))
-    for fn, weight in reward_fns:
-        scores += weight * torch.tensor(fn(completions, **columns), dtype=torch.float32)
+    parts = [torch.tensor(fn(completions, **columns), dtype=torch.float32) for fn, _ in reward_fns]
+    scores = sum(weight * part for (_, weight), part in zip(reward_fns, parts))
     ended = torch.isin(responses, torch.tensor(stop_ids, device=responses.device)).any(1).cpu()
     if cfg.missing_eos_penalty is not None:
         scores[~ended] -= cfg.missing_eos_penalty
@@ -225,7 +224,7 @@ def rollout(cfg, accelerator, model, ref_policy, processor, rows: list[dict], re
     return {"inputs": inputs, "responses": responses, "mask": mask.float(), "logprobs": torch.cat(logprobs),
             "ref_logprobs": torch.cat(ref_logprobs), "values": torch.cat(values),
             "scores": scores.to(accelerator.device), "ended": ended, "completions": completions, "stats": stats,
-            "suppressed": suppressed}
+            "suppressed": suppressed, "grounded_reward": parts[0].mean()}
 
 
 class ReferenceModel(torch.nn.Module):
@@ -290,6 +289,7 @@ def step_metrics(accelerator, batch: dict, kl: torch.Tensor, kl_coef: float, upd
     stats = batch["stats"]
     local = {
         "reward": batch["scores"].mean(),
+        "grounded_reward": batch["grounded_reward"],
         "kl": kl.sum(1).mean(),
         "non_score_reward": (-kl_coef * kl).sum(1).mean(),
         "response_length": batch["mask"].sum(1).mean(),
