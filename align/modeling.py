@@ -47,10 +47,10 @@ def check_checkpoint_dir(path: str) -> None:
 
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
-    from transformers import AutoProcessor
+    from align.families import load_processor as load_family_processor
 
-    import align.families  # noqa: F401  (registers image-only processors for families that need video)
-    processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    # image-only processors for the families whose own processor needs a video processor (torchvision)
+    processor = load_family_processor(name_or_path, trust_remote_code)
     if not hasattr(processor, "image_processor"):
         raise InputError("AutoProcessor returned a bare tokenizer, not a multimodal processor", file=name_or_path,
                          fix="the folder needs processor_config.json / preprocessor_config.json "
