@@ -153,7 +153,15 @@ def response_forward(model, inputs: dict, responses: torch.Tensor, temperature: 
     length = responses.shape[1]
     ids = torch.cat([inputs["input_ids"], responses], 1)
     mask = torch.cat([inputs["attention_mask"], torch.ones_like(responses)], 1)
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    prompt_shape = inputs["input_ids"].shape
+    extra = {}
+    for key, value in inputs.items():
+        if key in ("input_ids", "attention_mask"):
+            continue
+        if value.dim() == 2 and value.shape == prompt_shape:
+            # per-token fields (Qwen2-VL's mm_token_type_ids, token_type_ids): response tokens are text, type 0
+            value = torch.cat([value, torch.zeros_like(responses, dtype=value.dtype)], 1)
+        extra[key] = value
     # logits_to_keep: only the positions that predict response tokens go through the LM head.
     logits, values = model(input_ids=ids, attention_mask=mask, logits_to_keep=length + 1, **extra)
     logits = logits[:, :-1].float() / temperature
@@ -184,7 +192,6 @@ def rollout(cfg, accelerator, model, ref_policy, processor, rows: list[dict], re
     texts = [processor.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
     images = [[im.convert("RGB") for im in r["images"]] for r in rows]
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt").to(accelerator.device)
-    inputs.pop("token_type_ids", None)
     stop_ids = sorted({tok.eos_token_id} | set(_as_list(policy.generation_config.eos_token_id)))
     policy.eval()
     suppressed = suppressed_tokens(policy, processor)
