@@ -24,7 +24,7 @@ from trl import GRPOConfig
 
 from align.config import DataFields, ModelFields, cpu_defaults, parse_config
 from align.rl_data import RLFields
-from reward.files import write_json
+from reward.files import atomic_path, write_json
 
 
 @dataclass
@@ -78,7 +78,7 @@ def run_grpo(cfg) -> dict:
 
     from align.modeling import print_parameter_report
     from align.rl_data import reward_functions, rl_dataset_from_config
-    from align.sft import last_checkpoint, prepare_model, save_final
+    from align.sft import last_checkpoint, prepare_model
 
     t0 = time.time()
     model, processor, peft_config = prepare_model(cfg)
@@ -91,7 +91,13 @@ def run_grpo(cfg) -> dict:
     report = print_parameter_report(trainer.model, "grpo")
     resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
     result = trainer.train(resume_from_checkpoint=resume)
-    out = save_final(trainer, processor, Path(cfg.output_dir) / "model")
+    out = Path(cfg.output_dir) / "model"
+    with atomic_path(out) as tmp:
+        trainer.save_model(str(tmp))
+        processor.save_pretrained(tmp)
+        # LoRA: TRL writes the adapter only; align.modeling.load_model wants a config.json in every folder.
+        if trainer.accelerator.is_main_process and not (tmp / "config.json").exists():
+            trainer.accelerator.unwrap_model(trainer.model).config.save_pretrained(tmp)
     history = grpo_history(trainer.state.log_history)
     metrics = {"train_loss": round(result.training_loss, 4), "steps": result.global_step, "prompts": len(dataset),
                "final_reward": history[-1]["reward"] if history else None,

@@ -449,6 +449,10 @@ def run_ppo(cfg) -> dict:
         with atomic_path(out) as tmp:
             unwrapped.policy.save_pretrained(tmp)
             processor.save_pretrained(tmp)
+            # LoRA: peft writes the adapter only; align.modeling.load_model wants a config.json in every
+            # checkpoint folder (it then finds adapter_config.json and loads the base + adapter).
+            if not (tmp / "config.json").exists():
+                unwrapped.policy.config.save_pretrained(tmp)
         torch.save(unwrapped.value_head.state_dict(), Path(cfg.output_dir) / "value_head.pt")
         if history:
             plot_history(history, Path(cfg.output_dir) / "curves.png")
