@@ -437,11 +437,11 @@ def run_ppo(cfg) -> dict:
         if cfg.save_steps and (step + 1) % max(1, int(cfg.save_steps)) == 0 and step + 1 < total_steps:
             save_checkpoint(cfg, accelerator, step + 1, kl_ctl, history)
     bar.close()
-    accelerator.end_training()
 
     out = Path(cfg.output_dir) / "model"
     accelerator.wait_for_everyone()
-    metrics = {"steps": total_steps, "prompts": len(dataset), "resumed_from": resume,
+    metrics = {"steps": total_steps, "prompts": len(dataset), "processes": accelerator.num_processes,
+               "resumed_from": resume,
                "seconds": round(time.time() - t0, 1), "parameters": report, "model": str(out),
                "final": history[-1] if history else None}
     if accelerator.is_main_process:
@@ -457,6 +457,8 @@ def run_ppo(cfg) -> dict:
         if history:
             plot_history(history, Path(cfg.output_dir) / "curves.png")
         write_json(Path(cfg.output_dir) / "metrics.json", metrics)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()   # closes the trackers (and the process group): last
     return metrics
 
 
