@@ -192,3 +192,22 @@ def test_ppo_resume_reproduces_the_uninterrupted_run(tmp_path, llava, world):
     assert all(torch.equal(a[k], b[k]) for k in a)
     untimed = lambda h: {k: v for k, v in h.items() if not k.endswith("_s")}  # noqa: E731
     assert [untimed(h) for h in check_history(first, 3)] == [untimed(h) for h in check_history(second, 3)]
+
+
+@pytest.mark.distributed
+def test_ppo_data_parallel_on_two_cpu_processes(tmp_path, llava, world):
+    """`accelerate launch` with two ranks on gloo: both processes really train (not two copies of rank 0)."""
+    import os
+    import subprocess
+
+    config = config_file(tmp_path, llava, world, max_steps=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "align", "ppo",
+         "--config", str(config)],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    check_history(tmp_path / "run", 1)
