@@ -44,8 +44,10 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
         from align.report import write_report
 
         print()
+        figures = {"PPO: reward, hallucination and KL per step": Path(out) / "ppo" / "curves.png",
+                   "GRPO: reward and KL per step": Path(out) / "grpo" / "curves.png"}
         report = write_report(Path(out), read_json(eval_report)["results"],
-                              {"seed": seed, "quick": quick, "timings": stage_timings(p)})
+                              {"seed": seed, "quick": quick, "timings": stage_timings(p)}, figures=figures)
         print_summary(report)
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
     return 0

@@ -1,6 +1,6 @@
 """GRPO with the grounded hallucination reward (TRL's GRPOTrainer): `halign grpo`.
 
-    halign grpo --config configs/ppo/demo-grpo.yaml [--field value ...]
+    halign grpo --config configs/demo/grpo.yaml [--field value ...]
     accelerate launch -m align grpo --config FILE
 
 The critic-free counterpart of `halign ppo`, on the same data and the same reward, so the two can be

@@ -1,6 +1,6 @@
 """PPO for vision-language models with the grounded hallucination reward: `halign ppo`.
 
-    halign ppo --config configs/ppo/demo-ppo.yaml [--field value ...]
+    halign ppo --config configs/demo/ppo.yaml [--field value ...]
     accelerate launch -m align ppo --config FILE          (data-parallel: each process rolls out its share)
 
 TRL dropped PPO after 1.12 and never fed it images, so this stage is written here, on accelerate, peft and

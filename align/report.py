@@ -1,6 +1,7 @@
 """The comparison report across evaluated checkpoints: a table (terminal + report.md), report.json, plots."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from reward.files import atomic_path, write_json, write_text
@@ -99,8 +100,10 @@ def plot_metrics(results: dict, path: Path) -> Path:
     return path
 
 
-def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = None) -> dict:
-    """report.json ({"results": ..., **extra}), report.md (table + analysis), metrics.png."""
+def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = None,
+                 figures: dict[str, Path] | None = None) -> dict:
+    """report.json ({"results": ..., **extra}), report.md (table + analysis), metrics.png, and any
+    `figures` ({title: png}) copied next to the report and shown in it (e.g. PPO's reward/KL curves)."""
     out_dir = Path(out_dir)
     base = base or next(iter(results), None)
     header, rows = metric_table(results)
@@ -117,6 +120,11 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
                   f"recall {100 * d['recall_delta']:+.1f} points"
                   + "".join(f", POPE-{k[5:-9]} F1 {100 * v:+.1f}" for k, v in d.items() if k.startswith("pope_")))
     md += ["", "![metrics](metrics.png)", ""]
+    for title, png in (figures or {}).items():
+        if Path(png).is_file():
+            name = f"{Path(png).parent.name}_{Path(png).name}"
+            shutil.copyfile(png, out_dir / name)
+            md += [f"## {title}", "", f"![{title}]({name})", ""]
     for name, r in results.items():
         a = r.get("analysis")
         if not a:

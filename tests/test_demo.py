@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["world", "model", "pretrain", "sft", "pope", "samples", "pairs", "dpo", "eval", "export"]
+STAGES = ["world", "model", "pretrain", "sft", "pope", "samples", "pairs", "dpo", "ppo", "grpo", "eval", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,15 @@ def test_report_has_the_documented_shape(quick_run):
     out, stdout = quick_run
     report = json.loads((out / "report.json").read_text())
     assert report["seed"] == 1 and set(report["timings"]) >= set(STAGES)
-    for name in ("sft", "dpo"):
+    for name in ("sft", "dpo", "ppo", "grpo"):
         r = report["results"][name]
         for key in ("chair_s", "chair_i", "recall"):
             assert 0.0 <= r[key] <= 1.0
         for setting in ("random", "popular", "adversarial"):
             assert set(r["pope"][setting]) >= {"accuracy", "f1", "yes_ratio"}
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "ppo_curves.png").read_bytes()[:4] == b"\x89PNG"      # PPO's reward and KL curves
+    assert "ppo_curves.png" in (out / "report.md").read_text()
     assert "| checkpoint" in (out / "report.md").read_text()
     assert "CHAIR_s" in stdout and "demo finished" in stdout
 

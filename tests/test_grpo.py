@@ -33,20 +33,29 @@ def config_file(tmp_path, model, world, **fields):
     return path
 
 
-def test_grpo_steps_change_the_weights_and_log_the_reward(tmp_path, setup):
+def test_grpo_steps_change_the_weights_and_log_the_reward(tmp_path, setup, monkeypatch):
     from safetensors.torch import load_file
 
     from align.cli import main
     from align.modeling import load_model
 
     world, model = setup
-    assert main(["grpo", "--config", str(config_file(tmp_path, model, world))]) == 0
+    # An untrained model may name no object at all: every grounded reward is then 0, the group's advantage
+    # is 0 and GRPO rightly leaves the weights alone. A small reward on the text's length (which differs
+    # between sampled completions) makes the update certain without hiding the grounded reward.
+    (tmp_path / "len_reward.py").write_text(
+        "def length(completions, **columns):\n"
+        "    assert len(columns['objects']) == len(completions)\n"
+        "    return [len(str(c)) / 1000.0 for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = config_file(tmp_path, model, world, extra_reward_function="len_reward:length", extra_reward_weight=1.0)
+    assert main(["grpo", "--config", str(config)]) == 0
     out = tmp_path / "run"
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
     for h in history:
         assert math.isfinite(h["reward"]) and math.isfinite(h["kl"])
-        assert -1.0 <= h["reward"] <= 0.5          # the grounded reward's range at the default weights
+        assert -1.0 <= h["reward"] <= 0.5 + 1.0     # grounded reward's range at the default weights + length term
     assert (out / "curves.png").is_file()
     before, after = load_file(str(model / "model.safetensors")), load_file(str(out / "model" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
