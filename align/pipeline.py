@@ -16,6 +16,22 @@ stage continues from its last checkpoint.
 
 Strings may use {run}, {seed}, {configs} (the shipped configs folder) and {STAGE} (that stage's folder).
 Training stages run in-process unless `accelerate_config` is given; then `accelerate launch` starts them.
+
+Iterative alignment (RLAIF-V's recipe: generate -> mine -> DPO, each round from the last round's model)
+is a group with `rounds`:
+
+      - name: iter
+        rounds: 3
+        start_model: "{sft}/model"          # what round 1 starts from
+        stages:                              # per round; {model_in} = the model this round starts from,
+          - {name: samples, kind: generate, args: {model: "{model_in}", seed: "{round}", ...}}
+          - {name: pairs, kind: pairs, args: {responses: "{samples}/responses.jsonl", ...}}
+          - {name: dpo, kind: dpo, config: ..., args: {model_name_or_path: "{model_in}",
+                                                      dataset: "{pairs}/pairs.jsonl"}}
+
+It becomes ordinary stages iter_r1_samples, iter_r1_pairs, iter_r1_dpo, iter_r2_samples, ... (each with
+its manifest, so --resume and --from work per round); round r+1's {model_in} is round r's last training
+stage's `model/`, and `{iter}` names the final round's last training stage (its model: `{iter}/model`).
 """
 from __future__ import annotations
 
@@ -23,6 +39,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +76,7 @@ class Pipeline:
     runs_dir: str = "runs"
     seed: int = 0
     run_dir: Path = Path()
+    aliases: dict[str, str] = field(default_factory=dict)   # round group name -> its final stage's name
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -84,9 +102,20 @@ def load_pipeline(path: str | Path, out: str | Path | None = None, seed: int | N
         raise InputError(f"unknown key {unknown[0]!r}", file=path, fix=f"allowed keys: {', '.join(sorted(allowed))}")
     if not data.get("stages"):
         raise InputError("no stages", file=path, fix="list the stages under `stages:`")
-    stages, seen = [], set()
+    stages, seen, aliases = [], set(), {}
     stage_keys = {f.name for f in dataclasses.fields(Stage)}
+    entries = []
     for i, raw in enumerate(data["stages"]):
+        if isinstance(raw, dict) and "rounds" in raw:
+            expanded, final = expand_rounds(raw, path, i)
+            entries += expanded
+            aliases[raw["name"]] = final
+            if raw["name"] in seen:
+                raise InputError(f"two stages named {raw['name']!r}", file=path)
+            seen.add(raw["name"])
+        else:
+            entries.append(raw)
+    for i, raw in enumerate(entries):
         if not isinstance(raw, dict) or "name" not in raw or "kind" not in raw:
             raise InputError("a stage needs `name` and `kind`", file=path, record=f"stage {i + 1}")
         bad = [k for k in raw if k not in stage_keys]
@@ -103,9 +132,49 @@ def load_pipeline(path: str | Path, out: str | Path | None = None, seed: int | N
         st.args = dict(st.args or {}) | dict((overrides or {}).get(st.name, {}))
         stages.append(st)
     p = Pipeline(name=data.get("name", path.stem), stages=stages, runs_dir=data.get("runs_dir", "runs"),
-                 seed=int(data.get("seed", 0) if seed is None else seed))
+                 seed=int(data.get("seed", 0) if seed is None else seed), aliases=aliases)
     p.run_dir = Path(out) if out else Path(p.runs_dir) / p.name
     return p
+
+
+def expand_rounds(group: dict, path: Path, index: int) -> tuple[list[dict], str]:
+    """A `rounds` group as plain stage dicts, round by round; returns (stages, name of the final stage)."""
+    where = f"stage {index + 1} ({group.get('name', '?')!r})"
+    allowed = {"name", "rounds", "start_model", "stages"}
+    bad = [k for k in group if k not in allowed]
+    if bad:
+        raise InputError(f"unknown key {bad[0]!r} in a rounds group", file=path, record=where,
+                         fix=f"allowed: {', '.join(sorted(allowed))}")
+    rounds, subs = group.get("rounds"), group.get("stages") or []
+    if "name" not in group or not isinstance(rounds, int) or rounds < 1 or not group.get("start_model") or not subs:
+        raise InputError("a rounds group needs `name`, `rounds` (an integer >= 1), `start_model` and `stages`",
+                         file=path, record=where)
+    if not all(isinstance(s, dict) and "name" in s and "kind" in s for s in subs):
+        raise InputError("every stage of a rounds group needs `name` and `kind`", file=path, record=where)
+    trained = [s["name"] for s in subs if s["kind"] in TRAINING_KINDS]
+    if not trained:
+        raise InputError("a rounds group needs a training stage (dpo, ppo, ...) whose model the next round uses",
+                         file=path, record=where)
+    out, model_in = [], group["start_model"]
+    for r in range(1, rounds + 1):
+        names = {s["name"]: f"{group['name']}_r{r}_{s['name']}" for s in subs}
+
+        def placeholder(m: re.Match, names=names, model_in=model_in, r=r) -> str:
+            key = m[1]   # a sibling stage -> this round's copy; {model_in}, {round}; anything else stays
+            return "{" + names[key] + "}" if key in names else model_in if key == "model_in" \
+                else str(r) if key == "round" else m[0]
+
+        def rewrite(v, r=r):
+            if isinstance(v, str):
+                return r if v.strip() == "{round}" else re.sub(r"\{(\w+)\}", placeholder, v)
+            if isinstance(v, dict):
+                return {k: rewrite(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [rewrite(x) for x in v]
+            return v
+        out += [{**rewrite(s), "name": names[s["name"]]} for s in subs]
+        model_in = "{" + names[trained[-1]] + "}/model"
+    return out, f"{group['name']}_r{rounds}_{trained[-1]}"
 
 
 def resolve(value, variables: dict):
@@ -131,6 +200,7 @@ def variables(p: Pipeline) -> dict:
     run = p.run_dir.resolve()
     v = {"run": str(run), "seed": str(p.seed), "configs": str(CONFIGS_DIR)}
     v.update({s.name: str(run / s.name) for s in p.stages})
+    v.update({group: v[final] for group, final in p.aliases.items()})
     return v
 
 
@@ -207,6 +277,8 @@ def manifest_matches(stage_dir: Path, identity: dict) -> bool:
 def run_pipeline(p: Pipeline, resume: bool = False, only: str | None = None, start: str | None = None) -> dict:
     """Run the stages in order; returns {stage: manifest}."""
     names = [s.name for s in p.stages]
+    if start in p.aliases:   # --from a rounds group: from its first round's first stage
+        start = next(n for n in names if n.startswith(f"{start}_r1_"))
     if only:
         p.stage(only)
     if start:
