@@ -4,6 +4,10 @@ Everything halign does can run offline on a laptop CPU against this world. Each 
 (the `shapes` vocabulary) in several colours. Kinds come in companion pairs (star & moon, heart & diamond,
 ...) that usually appear together, and the SFT training captions name the absent companion of a present
 object at a controlled rate — the co-occurrence hallucination that noisy web captions teach real VLMs.
+Like "fork" next to "dining table" (and rarely the reverse), the hallucination is directional: only the
+first kind of a pair (star, heart, circle, square, arrow) calls up its absent partner. Concentrated that
+way, the noise is a pattern a model learns and greedy decoding reproduces, instead of a 30 % coin flip
+spread over every kind that greedy decoding averages away.
 
 Outputs (all under OUT):
     images/{split}/{id}.png            rendered images
@@ -33,6 +37,7 @@ VOCAB_FILE = Path(__file__).resolve().parents[1] / "reward" / "vocabularies" / "
 KINDS = ("circle", "square", "triangle", "star", "heart", "moon", "diamond", "ring", "arrow", "hexagon")
 # The co-occurrence structure: each kind's usual companion (symmetric pairs).
 COMPANION = {"star": "moon", "heart": "diamond", "circle": "ring", "square": "triangle", "arrow": "hexagon"}
+LEADERS = tuple(COMPANION)   # the kinds whose absent companion noisy captions name (the direction above)
 COMPANION.update({v: k for k, v in list(COMPANION.items())})
 COLOURS = {
     "red": (220, 45, 45), "green": (45, 185, 70), "blue": (55, 95, 235),
@@ -193,7 +198,7 @@ def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.15
     """The scene's objects plus, where possible, the absent companion of a present one (None if none)."""
     objs = scene_objects(scene)
     present = {k for _, k in objs}
-    lonely = [k for _, k in objs if COMPANION[k] not in present]
+    lonely = [k for _, k in objs if k in LEADERS and COMPANION[k] not in present]
     if not lonely:
         return objs, None
     partner = rng.choice(lonely)
@@ -226,7 +231,7 @@ def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: Worl
                        noisy: list[dict], sft_rows: list[dict]) -> int:
     """Noisy SFT captions (exactly round(rate * N) name an absent companion) + yes/no question rows."""
     eligible = [i for i, sc in enumerate(scenes)
-                if any(COMPANION[s.kind] not in {t.kind for t in sc.shapes} for s in sc.shapes)]
+                if any(s.kind in LEADERS and COMPANION[s.kind] not in {t.kind for t in sc.shapes} for s in sc.shapes)]
     k = min(len(eligible), round(cfg.hallucination_rate * len(scenes)))
     chosen = set(rng.sample(eligible, k))
     for i, scene in enumerate(scenes):
