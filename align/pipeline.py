@@ -410,12 +410,15 @@ def _pope(args: dict, out: Path, p: Pipeline) -> dict:
 def _eval(args: dict, out: Path, p: Pipeline) -> dict:
     from align.evaluate import EvalConfig, _build, run_eval
 
+    args = dict(args)
+    run_report = args.pop("run_report", True)
     cfg = _build(EvalConfig, {"out": str(out), **args}, "eval stage", None)
     results = run_eval(cfg, report_dir=out, extra={"seed": p.seed, "timings": stage_timings(p)})
     # the run-level copy is the one people read (and the demo completes with every stage's time);
     # later stages (export's model card) read the stage's own copy, which nothing rewrites
-    for name in ("report.json", "report.md", "metrics.png"):
-        shutil.copyfile(out / name, p.run_dir / name)
+    if run_report:
+        for name in ("report.json", "report.md", "metrics.png"):
+            shutil.copyfile(out / name, p.run_dir / name)
     return {name: {k: r.get(k) for k in ("chair_s", "chair_i", "recall")} for name, r in results.items()}
 
 
@@ -439,7 +442,7 @@ STAGE_RUNNERS = {"synth": _synth, "tiny_llava": _tiny_llava, "generate": _genera
 
 
 def pipeline(config: Path, resume: bool = False, only: str | None = None, from_stage: str | None = None,
-             out: Path | None = None) -> int:
+             out: Path | None = None, seed: int | None = None) -> int:
     """Run the stages a pipeline YAML names, in order, each into RUN/STAGE/ with a stage.json manifest.
 
     Args:
@@ -448,8 +451,9 @@ def pipeline(config: Path, resume: bool = False, only: str | None = None, from_s
         only: run just this stage
         from_stage: run from this stage on
         out: run folder (default: runs_dir/name)
+        seed: the {seed} placeholder (default: the YAML's `seed`); give a demo run's --seed to reuse its stages
     """
-    p = load_pipeline(config, out)
+    p = load_pipeline(config, out, seed=seed)
     run_pipeline(p, resume=resume, only=only, start=from_stage)
     print(f"pipeline {p.name}: done -> {p.run_dir}")
     return 0

@@ -162,3 +162,37 @@ def test_data_parallel_check_refuses_a_rank_that_sees_one_process(monkeypatch):
         check_data_parallel(trainer)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert check_data_parallel(trainer)["num_processes"] == 1
+
+
+DEMO = CONFIGS / "demo"
+
+
+@pytest.mark.parametrize("pipeline_file", sorted(p.name for p in DEMO.glob("*.yaml")
+                                                 if "stages:" in p.read_text()))
+def test_demo_pipelines_load_and_their_stage_configs_parse(pipeline_file, tmp_path):
+    import importlib
+
+    from align.config import parse_config
+    from align.pipeline import TRAINING_KINDS, load_pipeline, resolve, variables
+
+    p = load_pipeline(DEMO / pipeline_file, out=tmp_path / "run")
+    var = variables(p)
+    trained = [s for s in p.stages if s.kind in TRAINING_KINDS]
+    assert trained
+    for st in trained:
+        module, cls_name, _ = TRAINING_KINDS[st.kind]
+        cls = getattr(importlib.import_module(module), cls_name)
+        argv = ["--config", resolve(st.config, var)] if st.config else []
+        for k, v in resolve(st.args, var).items():
+            argv += [f"--{k}", *([str(x) for x in v] if isinstance(v, list) else [str(v)])]
+        cfg = parse_config(cls, argv + ["--output_dir", str(tmp_path / st.name)], st.kind)
+        assert cfg.output_dir == str(tmp_path / st.name)
+
+
+def test_iterative_pipeline_chains_three_rounds():
+    from align.pipeline import load_pipeline
+
+    p = load_pipeline(DEMO / "iterative.yaml")
+    dpo = [s for s in p.stages if s.kind == "dpo"]
+    assert [s.name for s in dpo] == ["iter_r1_dpo", "iter_r2_dpo", "iter_r3_dpo"]
+    assert [s.args["model_name_or_path"] for s in dpo] == ["{sft}/model", "{iter_r1_dpo}/model", "{iter_r2_dpo}/model"]
