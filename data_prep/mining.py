@@ -38,6 +38,7 @@ class MiningOptions:
     # how mentions are found: "fixed" reads the words as written (CHAIR's "reference" mode keeps the
     # reference code's bugs, e.g. it never sees "bus"; right for scoring, wrong for labelling edits)
     mention_mode: str = "fixed"
+    question_template: str = "Is there {article} {object} in the image?"   # qa: POPE's wording
 
 
 class Miner:
@@ -134,10 +135,11 @@ class Miner:
         return max(c / r, r / c) <= 1 + self.o.length_match + 1e-9
 
     def record(self, image, strategy, edit, chosen, rejected, *, chosen_h=(), rejected_h=(), added=(), removed=(),
-               source, scores=(None, None), rejected_images=(), corruption=None) -> dict:
+               source, scores=(None, None), rejected_images=(), corruption=None, prompt: str | None = None) -> dict:
         return {
             "image_id": image.image_id, "images": [image.file_name],
-            "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.o.prompt}]}],
+            "prompt": [{"role": "user", "content": [{"type": "image"},
+                                                    {"type": "text", "text": prompt or self.o.prompt}]}],
             "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
             "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],
             "strategy": strategy, "chosen_hallucinated": list(chosen_h), "rejected_hallucinated": list(rejected_h),
@@ -184,6 +186,32 @@ class Miner:
                     break
             else:
                 self.stats.skip("inject: no edit possible")
+
+    # ------------------------------------------------------------------------------------ qa
+    def qa(self, image: GroundedImage) -> Iterator[dict]:
+        """POPE-form yes/no pairs: "Is there a <present object>?" Yes > No, and "Is there a <absent object>?"
+        No > Yes, the absent one the most tempting by co-occurrence (POPE's adversarial negative). Caption
+        pairs alone leave the yes/no skill to drift during DPO; these keep it, and train the same
+        "not there" decision where the model is most tempted."""
+        present = sorted(o for o in image.object_names if self.surface(o))
+        if not present:
+            self.stats.skip("qa: no nameable object")
+            return
+        for k in range(self.o.per_image):
+            rng = self.rng("qa", image, k)
+            obj = present[rng.randrange(len(present))]
+            yield self.record(image, "qa", "present", "Yes.", "No.", source="annotations",
+                              prompt=self.question(obj))
+            absent = self.absent(image.object_names, rng)
+            if absent is None:
+                self.stats.skip("qa: no absent object")
+                continue
+            yield self.record(image, "qa", "absent", "No.", "Yes.", rejected_h=[absent], source="annotations",
+                              prompt=self.question(absent))
+
+    def question(self, name: str) -> str:
+        noun = self.surface(name)
+        return self.o.question_template.format(article=article_for(noun), object=noun)
 
     def draw_edit(self, rng: random.Random) -> str:
         x = rng.random()

@@ -31,8 +31,8 @@ from data_prep.mining import EDITS, Miner, MiningOptions
 from data_prep.objstats import ObjectStats, read_id_list
 from data_prep.pairstats import MiningStats
 
-STRATEGIES = ("inject", "rank", "correct", "image")
-_METHOD = {"inject": "inject", "rank": "rank", "correct": "correct", "image": "image_pairs"}
+STRATEGIES = ("inject", "rank", "correct", "image", "qa")
+_METHOD = {"inject": "inject", "rank": "rank", "correct": "correct", "image": "image_pairs", "qa": "qa"}
 
 
 def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int, responses=None,
@@ -72,7 +72,7 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
             kept.append(im)
     # statistics from the mined images only: evaluation images must not shape the training pairs either
     object_stats = ObjectStats(im.object_names for im in kept) if (
-        "inject" in strategies and o.absent_from != "random") else None
+        ("inject" in strategies or "qa" in strategies) and o.absent_from != "random") else None
     resp = {str(k): list(v) for k, v in (responses or {}).items()}
     mode = o.mention_mode
     miner = Miner(vocab, lambda text: extract_mentions(text, vocab, mode), o, seed, stats, object_stats, resp)
@@ -161,7 +161,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         annotations: COCO instances JSON or generic JSONL of grounded images.
         images: folder the image paths are relative to.
         out: the pairs JSONL to write.
-        strategy: one or more of inject, rank, correct, image.
+        strategy: one or more of inject, rank, correct, image, qa (POPE-form yes/no pairs: a present object
+            Yes > No, the most co-occurring absent one No > Yes).
         captions: COCO captions JSON (or JSONL of image_id, caption): the grounded texts inject starts from.
         responses: sampled responses JSONL (image_id, prompt, response; several per image) for rank/correct.
         vocab: object vocabulary: coco, shapes, or a JSON/YAML file.

@@ -56,6 +56,24 @@ def only(recs, image_id):
     return rec
 
 
+# ----------------------------------------------------------------------------------------- qa
+def test_qa_pairs_yes_for_a_present_object_no_for_the_most_tempting_absent_one():
+    recs, stats = mine(world(), ["qa"], top_k=1)
+    one = [r for r in recs if r["image_id"] == 1]
+    assert [(r["edit"], text(r, "chosen"), text(r, "rejected")) for r in one] == [
+        ("present", "Yes.", "No."), ("absent", "No.", "Yes.")]
+    question = one[0]["prompt"][0]["content"][1]["text"]
+    assert question in ("Is there a star in the image?", "Is there a moon in the image?")
+    # {star, moon}: ring co-occurs with star in 2 of its 3 images -- the adversarial negative (top_k=1)
+    assert one[1]["prompt"][0]["content"][1]["text"] == "Is there a ring in the image?"
+    assert one[1]["rejected_hallucinated"] == ["ring"] and one[0]["rejected_hallucinated"] == []
+    assert one[0]["prompt"][0]["content"][0] == {"type": "image"}
+    # {ring, arrow} (image 5): an object starting with a vowel gets "an"
+    five = [r["prompt"][0]["content"][1]["text"] for r in recs if r["image_id"] == 5]
+    assert five[0] in ("Is there a ring in the image?", "Is there an arrow in the image?")
+    assert len(recs) == 12 and stats.pairs["qa"] == 12
+
+
 # ----------------------------------------------------------------------------------------- inject
 def test_insert_adds_the_most_tempting_absent_object():
     recs, _ = mine(world(), ["inject"], edit_mix={"insert": 1}, top_k=1, compose=False)
