@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 from reward.files import InputError, atomic_path, write_json, write_jsonl
 
 VOCAB_FILE = Path(__file__).resolve().parents[1] / "reward" / "vocabularies" / "shapes.yaml"
-KINDS = ("circle", "square", "triangle", "star", "heart", "moon", "diamond", "ring", "arrow", "hexagon")
+KINDS = ("circle", "square", "triangle", "star", "heart", "moon", "diamond", "ring", "arrow", "bolt")
 # The co-occurrence structure: each kind's usual companion (symmetric pairs).
-COMPANION = {"star": "moon", "heart": "diamond", "circle": "ring", "square": "triangle", "arrow": "hexagon"}
+COMPANION = {"star": "moon", "heart": "diamond", "circle": "ring", "square": "triangle", "arrow": "bolt"}
 LEADERS = tuple(COMPANION)   # the kinds whose absent companion noisy captions name (the direction above)
 COMPANION.update({v: k for k, v in list(COMPANION.items())})
 COLOURS = {
@@ -130,8 +130,9 @@ def _draw(draw: ImageDraw.ImageDraw, kind: str, box, fill, background):
         draw.polygon([(cx, y), (x + w, y + h), (x, y + h)], fill=fill)
     elif kind == "star":
         draw.polygon(_polygon(cx, cy, r, 5, inner=0.45), fill=fill)
-    elif kind == "hexagon":
-        draw.polygon(_polygon(cx, cy, r, 6, rot=0), fill=fill)
+    elif kind == "bolt":   # a lightning bolt (a hexagon was here: at 16-23 px it passed for a circle)
+        draw.polygon([(x + w * a, y + h * b) for a, b in ((0.55, 0.0), (0.15, 0.58), (0.45, 0.58), (0.3, 1.0),
+                                                          (0.88, 0.38), (0.57, 0.38), (0.8, 0.0))], fill=fill)
     elif kind == "diamond":
         draw.polygon([(cx, y), (x + w * 0.85, cy), (cx, y + h), (x + w * 0.15, cy)], fill=fill)
     elif kind == "ring":

@@ -24,7 +24,7 @@ FAMILIES = ("llava-clip", "llava-siglip", "qwen2-vl", "qwen2.5-vl", "idefics3", 
 DPO_FAMILIES = tuple(f for f in FAMILIES if f != "paligemma")
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle", "star", "heart", "moon", "diamond", "ring", "arrow", "hexagon")
+SHAPES = ("circle", "square", "triangle", "star", "heart", "moon", "diamond", "ring", "arrow", "bolt")
 IMAGE_TILE, PATCH = 32, 8
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=1024)
