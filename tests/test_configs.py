@@ -196,3 +196,13 @@ def test_iterative_pipeline_chains_three_rounds():
     dpo = [s for s in p.stages if s.kind == "dpo"]
     assert [s.name for s in dpo] == ["iter_r1_dpo", "iter_r2_dpo", "iter_r3_dpo"]
     assert [s.args["model_name_or_path"] for s in dpo] == ["{sft}/model", "{iter_r1_dpo}/model", "{iter_r2_dpo}/model"]
+
+
+def test_iterative_pipeline_reuses_the_demo_stages_unchanged():
+    """scripts/iterative_dpo.sh relies on --resume finding the demo's stages up to date: same args."""
+    from align.pipeline import load_pipeline
+
+    demo = {s.name: s for s in load_pipeline(DEMO / "pipeline.yaml").stages}
+    for st in load_pipeline(DEMO / "iterative.yaml").stages:
+        if st.name in demo:
+            assert (st.kind, st.args, st.config) == (demo[st.name].kind, demo[st.name].args, demo[st.name].config)
