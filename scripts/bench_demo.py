@@ -2,10 +2,9 @@
 
     .venv/bin/python scripts/bench_demo.py --seeds 0 1 2 [--out runs/bench] [--quick]
 
-Targets (full demo): wall time < 10 min; SFT CHAIR_s >= 0.20 and POPE-random accuracy >= 0.75; every
-aligned checkpoint (DPO, PPO, GRPO when present) cuts CHAIR_s by the checkpoint's target (DPO 50 %, PPO
-and GRPO 30 %) relative to SFT, with recall down by at most 0.05 and (DPO) POPE-adversarial F1 not below
-SFT's. Prints one line per seed and checkpoint and exits non-zero if a target is missed.
+Targets (full demo): wall time < 10 min; SFT CHAIR_s >= 0.20 and POPE-random accuracy >= 0.75; DPO cuts
+CHAIR_s by 50 % and PPO by 30 % relative to SFT (GRPO is only reported), every aligned checkpoint keeps
+recall within 0.05 of SFT's, and DPO's POPE-adversarial F1 is not below SFT's. Prints one line per seed and checkpoint and exits non-zero if a target is missed.
 """
 from __future__ import annotations
 
@@ -16,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-TARGET_CUT = {"dpo": 0.50, "ppo": 0.30, "grpo": 0.30}
+# issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
+TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
 
 
 def check(report: dict, wall: float, quick: bool) -> list[str]:
