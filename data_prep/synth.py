@@ -194,12 +194,16 @@ def scene_objects(scene: Scene) -> list[tuple[str, str]]:
     return [(s.colour, s.kind) for s in sorted(scene.shapes, key=lambda s: (s.bbox[0], s.bbox[1]))]
 
 
+def lonely_leaders(kinds: list[str]) -> list[str]:
+    """The present leader kinds whose companion is absent: what a noisy caption may add the partner of."""
+    return [k for k in kinds if k in LEADERS and COMPANION[k] not in kinds]
+
+
 def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.15
                   ) -> tuple[list[tuple[str, str]], str | None]:
     """The scene's objects plus, where possible, the absent companion of a present one (None if none)."""
     objs = scene_objects(scene)
-    present = {k for _, k in objs}
-    lonely = [k for _, k in objs if k in LEADERS and COMPANION[k] not in present]
+    lonely = lonely_leaders([k for _, k in objs])
     if not lonely:
         return objs, None
     partner = rng.choice(lonely)
@@ -231,8 +235,7 @@ def _assistant(text: str) -> dict:
 def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: WorldConfig,
                        noisy: list[dict], sft_rows: list[dict]) -> int:
     """Noisy SFT captions (exactly round(rate * N) name an absent companion) + yes/no question rows."""
-    eligible = [i for i, sc in enumerate(scenes)
-                if any(s.kind in LEADERS and COMPANION[s.kind] not in {t.kind for t in sc.shapes} for s in sc.shapes)]
+    eligible = [i for i, sc in enumerate(scenes) if lonely_leaders([s.kind for s in sc.shapes])]
     k = min(len(eligible), round(cfg.hallucination_rate * len(scenes)))
     chosen = set(rng.sample(eligible, k))
     for i, scene in enumerate(scenes):

@@ -19,6 +19,16 @@ def _coco(path):
     return json.loads(path.read_text())
 
 
+def _present(instances):
+    """image id -> the kinds annotated in it."""
+    inst = _coco(instances)
+    cat = {c["id"]: c["name"] for c in inst["categories"]}
+    present = {}
+    for a in inst["annotations"]:
+        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    return present
+
+
 @pytest.mark.unit
 def test_splits_are_disjoint_by_image_id(world):
     out, _ = world
@@ -30,11 +40,7 @@ def test_splits_are_disjoint_by_image_id(world):
 @pytest.mark.unit
 def test_sft_caption_hallucination_rate_is_exact_and_names_absent_companions(world):
     out, manifest = world
-    inst = _coco(out / "instances_train.json")
-    cat = {c["id"]: c["name"] for c in inst["categories"]}
-    present = {}
-    for a in inst["annotations"]:
-        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    present = _present(out / "instances_train.json")
     noisy = _coco(out / "noisy_captions_train.json")["annotations"]
     hallucinated = [c for c in noisy if c["hallucinated"]]
     assert len(hallucinated) == round(0.3 * 120)   # WorldConfig.hallucination_rate = 0.3
@@ -51,11 +57,7 @@ def test_sft_caption_hallucination_rate_is_exact_and_names_absent_companions(wor
 @pytest.mark.unit
 def test_gt_captions_name_only_present_objects_and_every_one(world):
     out, _ = world
-    inst = _coco(out / "instances_eval.json")
-    cat = {c["id"]: c["name"] for c in inst["categories"]}
-    present = {}
-    for a in inst["annotations"]:
-        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    present = _present(out / "instances_eval.json")
     for c in _coco(out / "captions_eval.json")["annotations"]:
         assert {m.object for m in extract_mentions(c["caption"], "shapes")} == present[c["image_id"]]
 
@@ -63,11 +65,7 @@ def test_gt_captions_name_only_present_objects_and_every_one(world):
 @pytest.mark.unit
 def test_question_rows_are_balanced_and_true_to_the_annotations(world):
     out, _ = world
-    inst = _coco(out / "instances_train.json")
-    cat = {c["id"]: c["name"] for c in inst["categories"]}
-    present = {}
-    for a in inst["annotations"]:
-        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    present = _present(out / "instances_train.json")
     rows = [json.loads(line) for line in (out / "sft_train.jsonl").read_text().splitlines()]
     qa = [r for r in rows if len(r["messages"]) > 2]
     assert len(qa) == 120 and len(rows) == 240          # one caption row + one question row per image
@@ -87,11 +85,7 @@ def test_question_rows_are_balanced_and_true_to_the_annotations(world):
 @pytest.mark.unit
 def test_companions_co_occur_more_than_other_pairs(world):
     out, _ = world
-    inst = _coco(out / "instances_train.json")
-    cat = {c["id"]: c["name"] for c in inst["categories"]}
-    present = {}
-    for a in inst["annotations"]:
-        present.setdefault(a["image_id"], set()).add(cat[a["category_id"]])
+    present = _present(out / "instances_train.json")
     with_star = [s for s in present.values() if "star" in s]
     moon_given_star = sum("moon" in s for s in with_star) / len(with_star)
     others = [sum(k in s for s in with_star) / len(with_star) for k in KINDS if k not in ("star", "moon")]
