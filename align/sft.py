@@ -66,10 +66,32 @@ def load_sft_dataset(cfg, processor):
     return decode_images(ds)
 
 
-def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+# The file a checkpoint writer saves last: the Trainer's state (after weights, optimizer and RNG), or
+# halign PPO's state (its checkpoints are renamed into place when complete anyway).
+CHECKPOINT_DONE = ("trainer_state.json", "ppo_state.json")
 
-    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest COMPLETE checkpoint-N. transformers' get_last_checkpoint takes the highest N, but the
+    Trainer writes into checkpoint-N directly, so a job killed mid-save leaves a half-written newest one
+    that resume would then fail on; skip those (their last file is missing or unreadable)."""
+    import json
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    numbered = [(int(p.name.split("-")[1]), p) for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                if p.is_dir() and p.name.split("-")[1].isdigit()]
+    for _, ckpt in sorted(numbered, reverse=True):
+        for name in CHECKPOINT_DONE:
+            try:
+                json.loads((ckpt / name).read_text())
+                return str(ckpt)
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def save_final(trainer, processor, out: Path) -> Path:

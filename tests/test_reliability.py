@@ -175,3 +175,27 @@ def test_nothing_a_user_hands_in_is_unpickled():
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (path, call)
         assert not re.search(r"trust_remote_code\s*(:\s*bool\s*)?=\s*True", text), path
+
+
+@pytest.mark.unit
+def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
+    """The Trainer writes into checkpoint-N directly and trainer_state.json last: a kill -9 during a save
+    leaves a newest checkpoint that cannot be resumed from; the one before it is taken instead."""
+    from align.sft import last_checkpoint
+
+    assert last_checkpoint(str(tmp_path / "nothing")) is None
+    for n in (5, 10):
+        (tmp_path / f"checkpoint-{n}").mkdir()
+        (tmp_path / f"checkpoint-{n}" / "trainer_state.json").write_text('{"global_step": %d}' % n)
+    (tmp_path / "checkpoint-15").mkdir()                                    # killed before the state file
+    (tmp_path / "checkpoint-15" / "model.safetensors").write_bytes(b"\0" * 8)
+    (tmp_path / "checkpoint-20").mkdir()                                    # killed while writing it
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')
+    (tmp_path / "checkpoint-30.tmp").mkdir()                                # PPO's temporary name
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-12").mkdir()                                    # a PPO checkpoint
+    (tmp_path / "checkpoint-12" / "ppo_state.json").write_text('{"step": 12}')
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-12")
+    for n in (5, 10, 12):
+        shutil.rmtree(tmp_path / f"checkpoint-{n}")
+    assert last_checkpoint(str(tmp_path)) is None
