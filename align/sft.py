@@ -125,6 +125,42 @@ def save_final(trainer, processor, out: Path) -> Path:
     return out
 
 
+class ListModeChatTemplate:
+    """The processor, except that `apply_chat_template` tokenizes into lists and tensorizes at the end.
+
+    With `return_assistant_tokens_mask`, transformers (5.x `_adjust_assistant_masks_indices`) walks every
+    token of a `pt` offset mapping once per assistant turn, unbinding tensors one element at a time: with
+    TRL's SFT collator that was ~0.09 s of a 0.26 s step on the demo (7 turns x ~170 tokens x 16 rows).
+    On lists the same walk takes ~0.009 s; the batch that comes out is identical (tests/test_sft_collation.py).
+    A batch that cannot be tensorized from lists falls back to the processor's own path."""
+
+    def __init__(self, processor):
+        self._processor = processor
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+    def apply_chat_template(self, *args, return_tensors=None, **kwargs):
+        from transformers import BatchFeature
+
+        if not (return_tensors and kwargs.get("return_assistant_tokens_mask") and kwargs.get("tokenize")):
+            return self._processor.apply_chat_template(*args, return_tensors=return_tensors, **kwargs)
+        try:
+            out = self._processor.apply_chat_template(*args, return_tensors=None, **kwargs)
+            return BatchFeature(dict(out), tensor_type=return_tensors)
+        except (ValueError, TypeError):   # e.g. ragged image features: let the processor tensorize them
+            return self._processor.apply_chat_template(*args, return_tensors=return_tensors, **kwargs)
+
+
+def fast_assistant_masks(trainer) -> None:
+    """Give TRL's vision SFT collator the list-mode processor (see ListModeChatTemplate)."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    collator = trainer.data_collator
+    if isinstance(collator, DataCollatorForVisionLanguageModeling) and collator.assistant_only_loss:
+        collator.processor = ListModeChatTemplate(collator.processor)
+
+
 def is_main_rank() -> bool:
     import os
     return os.environ.get("RANK", "0") == "0"
@@ -140,6 +176,7 @@ def run_sft(cfg) -> dict:
     dataset = load_sft_dataset(cfg, processor)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config)
+    fast_assistant_masks(trainer)
     from align.distributed import check_data_parallel
     processes = check_data_parallel(trainer)
     report = print_parameter_report(trainer.model, "sft")
