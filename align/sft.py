@@ -56,13 +56,19 @@ def load_sft_dataset(cfg, processor):
         raise InputError("no dataset given", file=getattr(cfg, "config_path", None),
                          fix="set `dataset:` to a JSONL of conversation rows")
     ds = load_conversations(cfg.dataset, cfg.images_dir, cfg.max_samples, decode=False)
-    if cfg.check_image_tokens and cfg.max_length is not None:
+    grouped = getattr(cfg, "train_sampling_strategy", None) == "group_by_length"
+    if grouped or (cfg.check_image_tokens and cfg.max_length is not None):
         lengths = row_lengths(ds, processor,
                               texts_of=lambda r: processor.apply_chat_template(r["messages"], tokenize=False),
                               sizes_of=lambda r: image_sizes(r["images"]))
-        keep = filter_by_length(lengths, cfg.max_length, drop=cfg.drop_long_samples, where=cfg.dataset)
+        keep = filter_by_length(lengths, cfg.max_length if cfg.check_image_tokens else None,
+                                drop=cfg.drop_long_samples, where=cfg.dataset)
         if len(keep) < len(ds):
             ds = ds.select(keep)
+        if grouped:
+            # transformers' LengthGroupedSampler reads lengths from this column; without it, it would look
+            # for input_ids, which a vision dataset (tokenized in the collator) does not have
+            ds = ds.add_column(cfg.length_column_name, [lengths[i] for i in keep])
     return decode_images(ds)
 
 
@@ -174,6 +180,10 @@ def run_sft(cfg) -> dict:
     t0 = time.time()
     model, processor, peft_config = prepare_model(cfg, stage="sft")
     dataset = load_sft_dataset(cfg, processor)
+    if cfg.length_column_name in dataset.column_names:
+        # the Trainer drops columns outside TRL's list (messages, images, ...) before it builds the length-
+        # grouped sampler, which then finds no lengths; the rows hold nothing else, so keep them all
+        cfg.remove_unused_columns = False
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config)
     fast_assistant_masks(trainer)

@@ -132,6 +132,26 @@ def test_sft_and_dpo_train_every_family(family, use_peft, world, checkpoints, tm
     _check_saved(dpo, use_peft)
 
 
+@pytest.mark.parametrize("family", ["llava-clip", "qwen2-vl"])
+def test_sft_groups_rows_by_their_exact_lengths(family, world, checkpoints, tmp_path):
+    """train_sampling_strategy: group_by_length works on image rows (transformers alone finds no lengths
+    there): each row's length column is what the collator really builds, and training runs on it."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from align.modeling import load_processor
+    from align.sft import load_sft_dataset, run_sft
+
+    cfg = stage_config("sft", tmp_path / "sft", checkpoints[family], world["sft"], assistant_only_loss=True,
+                       train_sampling_strategy="group_by_length", max_steps=3)
+    processor = load_processor(str(checkpoints[family]))
+    rows = load_sft_dataset(cfg, processor)
+    collate = DataCollatorForVisionLanguageModeling(processor=processor)
+    actual = [int(collate([{k: r[k] for k in ("images", "messages")}])["attention_mask"].sum()) for r in rows]
+    assert rows["length"] == actual and len(set(actual)) > 1
+    metrics = run_sft(cfg)
+    assert metrics["steps"] == 3 and math.isfinite(metrics["train_loss"])
+
+
 @pytest.mark.parametrize("family", DPO_FAMILIES)
 def test_hallucination_losses_train_every_family(family, world, checkpoints, tmp_path):
     from align.dpo import run_dpo
