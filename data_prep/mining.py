@@ -39,6 +39,9 @@ class MiningOptions:
     # reference code's bugs, e.g. it never sees "bus"; right for scoring, wrong for labelling edits)
     mention_mode: str = "fixed"
     question_template: str = "Is there {article} {object} in the image?"   # qa: POPE's wording
+    # qa: "both" asks about a present and an absent object per image; "one" asks one of the two (a seeded
+    # coin per image), half the pairs for the same balance of Yes and No
+    qa_questions: str = "both"
 
 
 class Miner:
@@ -200,8 +203,12 @@ class Miner:
         for k in range(self.o.per_image):
             rng = self.rng("qa", image, k)
             obj = present[rng.randrange(len(present))]
-            yield self.record(image, "qa", "present", "Yes.", "No.", source="annotations",
-                              prompt=self.question(obj))
+            ask_present = self.o.qa_questions == "both" or rng.random() < 0.5
+            if ask_present:
+                yield self.record(image, "qa", "present", "Yes.", "No.", source="annotations",
+                                  prompt=self.question(obj))
+                if self.o.qa_questions == "one":
+                    continue
             absent = self.absent(image.object_names, rng)
             if absent is None:
                 self.stats.skip("qa: no absent object")

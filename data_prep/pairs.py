@@ -108,6 +108,9 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
                          "e.g. insert=1,swap=1,omit=1")
     if o.absent_from not in ("cooccur", "popular", "random"):
         raise InputError(f"bad absent-object choice {o.absent_from!r}", fix="use cooccur, popular or random")
+    if o.qa_questions not in ("both", "one"):
+        raise InputError(f"bad qa questions {o.qa_questions!r}", fix="use both (a present and an absent object "
+                         "per image) or one (either, by a seeded coin)")
     if o.per_image < 1 or o.top_k < 1:
         raise InputError("per-image and top-k must be at least 1")
     if o.length_match is not None and o.length_match < 0:
@@ -151,7 +154,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
-                  compose: bool = True, skip_bad: bool = False, check_images: bool = True) -> int:
+                  compose: bool = True, qa_questions: Literal["both", "one"] = "both", skip_bad: bool = False,
+                  check_images: bool = True) -> int:
     """Mine preference pairs (DPO) from grounded annotations.
 
     Writes OUT (pairs JSONL, TRL's conversational vision layout with provenance) and stats.json beside it;
@@ -177,6 +181,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         prompt: the user prompt of every pair.
         corruptions: image strategy corruptions to draw from (crop noise blur mask; default all).
         compose: compose a caption from the boxes when an image has no grounded GT caption.
+        qa_questions: qa: both (a present and an absent object per image) or one of the two (seeded coin).
         skip_bad: skip and count bad annotation records instead of stopping.
         check_images: check that every image file exists.
     """
@@ -187,7 +192,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
     t_load = time.perf_counter() - t0
     options = MiningOptions(prompt=prompt, edit_mix=parse_edit_mix(edit_mix), absent_from=absent_from,
                             top_k=top_k, per_image=per_image, compose=compose, margin=margin,
-                            length_match=length_match,
+                            length_match=length_match, qa_questions=qa_questions,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None
     excluded = read_id_list(exclude) if exclude is not None else set()

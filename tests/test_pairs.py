@@ -17,6 +17,7 @@ from data_prep.annotations import GroundedImage, GroundedObject
 from data_prep.mining import MiningOptions
 from data_prep.pairs import load_pairs_dataset, mine_pairs
 from data_prep.pairstats import MiningStats
+from reward.files import InputError
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,18 @@ def test_qa_pairs_yes_for_a_present_object_no_for_the_most_tempting_absent_one()
     five = [r["prompt"][0]["content"][1]["text"] for r in recs if r["image_id"] == 5]
     assert five[0] in ("Is there a ring in the image?", "Is there an arrow in the image?")
     assert len(recs) == 12 and stats.pairs["qa"] == 12
+
+
+def test_qa_one_question_per_image_keeps_yes_and_no_and_the_same_questions():
+    both, _ = mine(world(), ["qa"], top_k=1)
+    one, stats = mine(world(), ["qa"], top_k=1, qa_questions="one")
+    assert len(one) == 6 == len({r["image_id"] for r in one}) and stats.pairs["qa"] == 6
+    assert {r["edit"] for r in one} == {"present", "absent"}   # a coin per image, not one side for all
+    # each question is one "both" would ask about that image, with the same answers
+    asked = {(r["image_id"], r["prompt"][0]["content"][1]["text"], text(r, "chosen")) for r in both}
+    assert all((r["image_id"], r["prompt"][0]["content"][1]["text"], text(r, "chosen")) in asked for r in one)
+    with pytest.raises(InputError, match="qa questions"):
+        mine(world(), ["qa"], qa_questions="three")
 
 
 # ----------------------------------------------------------------------------------------- inject
