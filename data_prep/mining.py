@@ -46,10 +46,12 @@ class MiningOptions:
 
 class Miner:
     def __init__(self, vocab, extract: Callable, options: MiningOptions, seed: int, stats: MiningStats,
-                 object_stats: ObjectStats | None, responses: dict[str, list[str]] | None = None):
+                 object_stats: ObjectStats | None, responses: dict[str, list[str]] | None = None,
+                 answers: dict[str, dict[tuple[str, str], list[str]]] | None = None):
         self.vocab, self.extract, self.o, self.seed, self.stats = vocab, extract, options, seed, stats
         self.objstats = object_stats
         self.responses = responses or {}
+        self.answers = answers
         self.universe = tuple(vocab.objects)
         self.singular = frozenset(f.lower() for forms in vocab.synonyms.values() for f in forms) | frozenset(
             o.lower() for o in vocab.objects)
@@ -196,6 +198,9 @@ class Miner:
         No > Yes, the absent one the most tempting by co-occurrence (POPE's adversarial negative). Caption
         pairs alone leave the yes/no skill to drift during DPO; these keep it, and train the same
         "not there" decision where the model is most tempted."""
+        if self.answers is not None:
+            yield from self.qa_on_policy(image)
+            return
         present = sorted(o for o in image.object_names if self.surface(o))
         if not present:
             self.stats.skip("qa: no nameable object")
@@ -215,6 +220,27 @@ class Miner:
                 continue
             yield self.record(image, "qa", "absent", "No.", "Yes.", rejected_h=[absent], source="annotations",
                               prompt=self.question(absent))
+
+    def qa_on_policy(self, image: GroundedImage) -> Iterator[dict]:
+        """The model's own mistakes: every question about the image it answered wrong at least once among its
+        samples becomes true answer > wrong answer (RLAIF-V's on-policy feedback, for yes/no). Questions
+        it always answers right teach nothing and are skipped; the truth comes from the annotations, not
+        from the question file's label."""
+        from reward.pope import parse_pope_answer
+
+        asked = self.answers.get(str(image.image_id))
+        if not asked:
+            self.stats.skip("qa: no answers for the image")
+            return
+        for (question, obj), replies in asked.items():
+            truth = "yes" if obj in image.object_names else "no"
+            if all(parse_pope_answer(r) == truth for r in replies):
+                self.stats.skip("qa: always answered right")
+                continue
+            yes = truth == "yes"
+            yield self.record(image, "qa", "present" if yes else "absent", "Yes." if yes else "No.",
+                              "No." if yes else "Yes.", rejected_h=[] if yes else [obj], source="answers",
+                              prompt=question)
 
     def question(self, name: str) -> str:
         noun = self.surface(name)

@@ -37,7 +37,7 @@ _METHOD = {"inject": "inject", "rank": "rank", "correct": "correct", "image": "i
 
 def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int, responses=None,
                exclude=(), options: MiningOptions | None = None, stats: MiningStats | None = None,
-               progress: bool = False) -> Iterator[dict]:
+               progress: bool = False, answers=None) -> Iterator[dict]:
     """Yield preference pair records (pure: no file is read or written).
 
     images: grounded images (a list is best; an iterator is read once into a list, since the
@@ -48,6 +48,8 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
         same inputs and seed, and leaving out an image never changes another image's random draws (the
         popularity/co-occurrence counts, taken over the mined images, do change with the image set).
     responses: {image_id: [response, ...]} for rank and correct (ids compared as strings).
+    answers: {image_id: {(question, object): [answer, ...]}}, the model's own answers to yes/no questions
+        (read_answers): qa then pairs the questions it answered wrong at least once (on-policy).
     exclude: image ids never mined (compared as strings), e.g. the CHAIR/POPE evaluation images.
     stats: a MiningStats to fill (pairs, skips, lengths, categories).
     """
@@ -60,6 +62,8 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
                          fix=f"choose from {', '.join(STRATEGIES)}")
     o = options or MiningOptions()
     _check_options(o, strategies, responses)
+    if answers is not None and "qa" not in strategies:
+        raise InputError("answers are read by the qa strategy only", fix="add qa to the strategies, or drop --answers")
     vocab = resolve_vocab(vocab)
     stats = stats if stats is not None else MiningStats()
     excluded = {str(x) for x in exclude}
@@ -75,7 +79,8 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
         ("inject" in strategies or "qa" in strategies) and o.absent_from != "random") else None
     resp = {str(k): list(v) for k, v in (responses or {}).items()}
     mode = o.mention_mode
-    miner = Miner(vocab, lambda text: extract_mentions(text, vocab, mode), o, seed, stats, object_stats, resp)
+    miner = Miner(vocab, lambda text: extract_mentions(text, vocab, mode), o, seed, stats, object_stats, resp,
+                  answers={str(k): v for k, v in answers.items()} if answers is not None else None)
     methods = [getattr(miner, _METHOD[s]) for s in strategies]
     seen: set[bytes] = set()
     iterable = kept
@@ -136,6 +141,22 @@ def read_responses(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
+def read_answers(path: str | Path) -> dict[str, dict[tuple[str, str], list[str]]]:
+    """{image_id (str): {(question, object): [answers in file order]}} from `halign eval generate` run on a
+    `halign data pope` question file (the questions' "object" field is carried into every answer row)."""
+    out: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for where, rec in iter_records(path, "answers file"):
+        question, text = rec.get("prompt", rec.get("text")), rec.get("response", rec.get("answer"))
+        if "image_id" not in rec or not isinstance(rec.get("object"), str) or not isinstance(question, str) \
+                or not isinstance(text, str):
+            raise InputError("an answer record needs 'image_id', 'object', 'prompt' and 'response'", file=path,
+                             record=f"line {where}" if isinstance(where, int) else where,
+                             fix="generate the answers from a `halign data pope` question file: "
+                                 "halign eval generate --prompts pope_adversarial.jsonl --sample --num-samples 4 ...")
+        out.setdefault(str(rec["image_id"]), {}).setdefault((question, rec["object"]), []).append(text.strip())
+    return out
+
+
 def parse_edit_mix(text: str) -> dict[str, float]:
     """"insert=2,swap=1,omit=1" -> weights."""
     mix: dict[str, float] = {}
@@ -154,8 +175,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
-                  compose: bool = True, qa_questions: Literal["both", "one"] = "both", skip_bad: bool = False,
-                  check_images: bool = True) -> int:
+                  compose: bool = True, qa_questions: Literal["both", "one"] = "both", answers: Path | None = None,
+                  skip_bad: bool = False, check_images: bool = True) -> int:
     """Mine preference pairs (DPO) from grounded annotations.
 
     Writes OUT (pairs JSONL, TRL's conversational vision layout with provenance) and stats.json beside it;
@@ -182,6 +203,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         corruptions: image strategy corruptions to draw from (crop noise blur mask; default all).
         compose: compose a caption from the boxes when an image has no grounded GT caption.
         qa_questions: qa: both (a present and an absent object per image) or one of the two (seeded coin).
+        answers: qa on-policy: the model's sampled answers to yes/no questions about these images
+            (`halign data pope` questions through `halign eval generate --sample`); qa then pairs every
+            question it answered wrong at least once (chosen: the true answer, rejected: the wrong one).
         skip_bad: skip and count bad annotation records instead of stopping.
         check_images: check that every image file exists.
     """
@@ -195,12 +219,13 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                             length_match=length_match, qa_questions=qa_questions,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None
+    asked = read_answers(answers) if answers is not None else None
     excluded = read_id_list(exclude) if exclude is not None else set()
     stats = MiningStats()
     stats.skipped.update({f"load: {k}": v for k, v in loaded.skipped.items()})
     out = Path(out)
     pairs = mine_pairs(loaded.images, strategy, voc, seed=seed, responses=resp, exclude=excluded,
-                       options=options, stats=stats, progress=True)
+                       options=options, stats=stats, progress=True, answers=asked)
     if "image" in strategy:
         n = _write_with_images(pairs, out, Path(images), options.images_dir)
     else:

@@ -43,8 +43,9 @@ def mine(images, strategies, seed=0, **options):
     stats = MiningStats()
     responses = options.pop("responses", None)
     exclude = options.pop("exclude", ())
+    answers = options.pop("answers", None)
     recs = list(mine_pairs(images, strategies, "shapes", seed=seed, responses=responses, exclude=exclude,
-                           options=MiningOptions(**options), stats=stats))
+                           options=MiningOptions(**options), stats=stats, answers=answers))
     return recs, stats
 
 
@@ -85,6 +86,32 @@ def test_qa_one_question_per_image_keeps_yes_and_no_and_the_same_questions():
     assert all((r["image_id"], r["prompt"][0]["content"][1]["text"], text(r, "chosen")) in asked for r in one)
     with pytest.raises(InputError, match="qa questions"):
         mine(world(), ["qa"], qa_questions="three")
+
+
+def test_qa_on_policy_pairs_the_questions_the_model_got_wrong(tmp_path):
+    from data_prep.pairs import read_answers
+
+    rows = [  # image 1 is {star, moon}, image 2 {star, ring}; the file's labels are never read
+        (1, "ring", "Is there a ring in the image?", ["Yes.", "No.", "No."]),    # wrong once -> No > Yes
+        (1, "star", "Is there a star in the image?", ["Yes.", "Yes, there is."]),  # always right -> nothing
+        (1, "moon", "Is there a moon in the image?", ["No, there is not.", "Yes."]),  # wrong once -> Yes > No
+        (2, "ring", "Is there a ring in the image?", ["No."]),                       # present, said no
+    ]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps({"image_id": i, "object": o, "prompt": q, "response": r, "label": "no"}) + "\n"
+                            for i, o, q, replies in rows for r in replies))
+    recs, stats = mine(world(), ["qa"], answers=read_answers(path))
+    got = [(r["image_id"], r["prompt"][0]["content"][1]["text"], text(r, "chosen"), text(r, "rejected"),
+            r["rejected_hallucinated"], r["source"]) for r in recs]
+    assert got == [(1, "Is there a ring in the image?", "No.", "Yes.", ["ring"], "answers"),
+                   (1, "Is there a moon in the image?", "Yes.", "No.", [], "answers"),
+                   (2, "Is there a ring in the image?", "Yes.", "No.", [], "answers")]
+    assert stats.skipped["qa: always answered right"] == 1 and stats.skipped["qa: no answers for the image"] == 4
+    with pytest.raises(InputError, match="qa strategy only"):
+        mine(world(), ["inject"], answers=read_answers(path))
+    path.write_text(json.dumps({"image_id": 1, "prompt": "Is there a ring in the image?", "response": "No."}) + "\n")
+    with pytest.raises(InputError, match=r"answers.jsonl.*line 1.*'object'"):
+        read_answers(path)
 
 
 # ----------------------------------------------------------------------------------------- inject
