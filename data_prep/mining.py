@@ -208,12 +208,14 @@ class Miner:
         for k in range(self.o.per_image):
             rng = self.rng("qa", image, k)
             obj = present[rng.randrange(len(present))]
-            ask_present = self.o.qa_questions == "both" or rng.random() < 0.5
-            if ask_present:
+            # "both": the present question, then the absent one; "one": a coin picks which of the two
+            sides = ("present", "absent") if self.o.qa_questions == "both" else \
+                (("present",) if rng.random() < 0.5 else ("absent",))
+            if "present" in sides:
                 yield self.record(image, "qa", "present", "Yes.", "No.", source="annotations",
                                   prompt=self.question(obj))
-                if self.o.qa_questions == "one":
-                    continue
+            if "absent" not in sides:
+                continue
             absent = self.absent(image.object_names, rng)
             if absent is None:
                 self.stats.skip("qa: no absent object")
