@@ -157,8 +157,10 @@ def read_answers(path: str | Path) -> dict[str, dict[tuple[str, str], list[str]]
     return out
 
 
-def parse_edit_mix(text: str) -> dict[str, float]:
-    """"insert=2,swap=1,omit=1" -> weights."""
+def parse_edit_mix(text: str | dict) -> dict[str, float]:
+    """"insert=2,swap=1,omit=1" (the command line) or {insert: 2, swap: 1, omit: 1} (a pipeline YAML) -> weights."""
+    if isinstance(text, dict):
+        text = ",".join(f"{k}={v}" for k, v in text.items())
     mix: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, eq, value = part.partition("=")
@@ -171,7 +173,7 @@ def parse_edit_mix(text: str) -> dict[str, float]:
 
 def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str], captions: Path | None = None,
                   responses: Path | None = None, vocab: str = "coco", exclude: Path | None = None, seed: int = 0,
-                  edit_mix: str = "insert=1,swap=1,omit=1",
+                  edit_mix: str | dict = "insert=1,swap=1,omit=1",
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,

@@ -177,6 +177,14 @@ def test_edit_mix_proportions():
     assert stats.summary()["per_strategy"]["inject"]["edits"]["omit"]["pairs"] == edits.count("omit")
 
 
+def test_edit_mix_from_the_command_line_or_a_pipeline_mapping():
+    from data_prep.pairs import parse_edit_mix
+    assert parse_edit_mix("insert=2, swap=1,omit") == {"insert": 2.0, "swap": 1.0, "omit": 1.0}
+    assert parse_edit_mix({"insert": 1, "omit": 2.5}) == {"insert": 1.0, "omit": 2.5}
+    with pytest.raises(InputError, match="bad edit weight"):
+        parse_edit_mix({"insert": "lots"})
+
+
 def test_grounded_caption_or_composed_or_skipped():
     hallucinated_only = [img(1, ["star", "star", "moon"], ["A star and a heart."])]
     recs, stats = mine(hallucinated_only, ["inject"], compose=False)
