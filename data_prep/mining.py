@@ -42,6 +42,10 @@ class MiningOptions:
     # qa: "both" asks about a present and an absent object per image; "one" asks one of the two (a seeded
     # coin per image), half the pairs for the same balance of Yes and No
     qa_questions: str = "both"
+    # qa: replay instead of preference. rejected = chosen, so DPO's sigmoid term has nothing to push (its
+    # logit is 0) and only the SFT term of loss_type [sigmoid, sft] learns the true answer: the SFT task
+    # is rehearsed, not re-ranked (on the demo it kept POPE better than qa preference pairs did)
+    qa_replay: bool = False
 
 
 class Miner:
@@ -212,16 +216,20 @@ class Miner:
             sides = ("present", "absent") if self.o.qa_questions == "both" else \
                 (("present",) if rng.random() < 0.5 else ("absent",))
             if "present" in sides:
-                yield self.record(image, "qa", "present", "Yes.", "No.", source="annotations",
-                                  prompt=self.question(obj))
+                yield self.record(image, "qa", "present", "Yes.", "Yes." if self.o.qa_replay else "No.",
+                                  source="annotations", prompt=self.question(obj))
             if "absent" not in sides:
                 continue
             absent = self.absent(image.object_names, rng)
             if absent is None:
                 self.stats.skip("qa: no absent object")
                 continue
-            yield self.record(image, "qa", "absent", "No.", "Yes.", rejected_h=[absent], source="annotations",
-                              prompt=self.question(absent))
+            if self.o.qa_replay:
+                yield self.record(image, "qa", "absent", "No.", "No.", source="annotations",
+                                  prompt=self.question(absent))
+            else:
+                yield self.record(image, "qa", "absent", "No.", "Yes.", rejected_h=[absent],
+                                  source="annotations", prompt=self.question(absent))
 
     def qa_on_policy(self, image: GroundedImage) -> Iterator[dict]:
         """The model's own mistakes: every question about the image it answered wrong at least once among its

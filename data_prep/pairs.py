@@ -64,6 +64,9 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
     _check_options(o, strategies, responses)
     if answers is not None and "qa" not in strategies:
         raise InputError("answers are read by the qa strategy only", fix="add qa to the strategies, or drop --answers")
+    if o.qa_replay and answers is not None:
+        raise InputError("qa replay rehearses the true answers; on-policy answers make preference pairs",
+                         fix="drop --qa-replay or --answers")
     vocab = resolve_vocab(vocab)
     stats = stats if stats is not None else MiningStats()
     excluded = {str(x) for x in exclude}
@@ -173,11 +176,12 @@ def parse_edit_mix(text: str | dict) -> dict[str, float]:
 
 def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str], captions: Path | None = None,
                   responses: Path | None = None, vocab: str = "coco", exclude: Path | None = None, seed: int = 0,
-                  edit_mix: str | dict = "insert=1,swap=1,omit=1",
+                  edit_mix: str = "insert=1,swap=1,omit=1",
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
-                  compose: bool = True, qa_questions: Literal["both", "one"] = "both", answers: Path | None = None,
+                  compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
+                  answers: Path | None = None,
                   skip_bad: bool = False, check_images: bool = True) -> int:
     """Mine preference pairs (DPO) from grounded annotations.
 
@@ -195,7 +199,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         vocab: object vocabulary: coco, shapes, or a JSON/YAML file.
         exclude: image ids never mined (one a line, a JSON list, a JSONL with image_id, or pope_images.json).
         seed: random seed (same inputs and seed give byte-identical output).
-        edit_mix: inject edit proportions, e.g. insert=1,swap=1,omit=1 (omission pairs keep recall).
+        edit_mix: inject edit proportions, e.g. insert=1,swap=1,omit=1 (omission pairs keep recall); a
+            pipeline YAML may give a mapping {insert: 1, swap: 1, omit: 1}.
         absent_from: how inject picks the absent object: cooccur (most tempting), popular or random.
         top_k: draw the absent object among the top-k candidates, weighted by score.
         per_image: pairs per image and strategy.
@@ -205,6 +210,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         corruptions: image strategy corruptions to draw from (crop noise blur mask; default all).
         compose: compose a caption from the boxes when an image has no grounded GT caption.
         qa_questions: qa: both (a present and an absent object per image) or one of the two (seeded coin).
+        qa_replay: qa: rejected = chosen (the true answer). DPO's sigmoid term then ignores these rows and only
+            the SFT term of loss_type [sigmoid, sft] learns from them: a rehearsal of the yes/no task that
+            keeps caption DPO from drifting it.
         answers: qa on-policy: the model's sampled answers to yes/no questions about these images
             (`halign data pope` questions through `halign eval generate --sample`); qa then pairs every
             question it answered wrong at least once (chosen: the true answer, rejected: the wrong one).
@@ -218,7 +226,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
     t_load = time.perf_counter() - t0
     options = MiningOptions(prompt=prompt, edit_mix=parse_edit_mix(edit_mix), absent_from=absent_from,
                             top_k=top_k, per_image=per_image, compose=compose, margin=margin,
-                            length_match=length_match, qa_questions=qa_questions,
+                            length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None
     asked = read_answers(answers) if answers is not None else None

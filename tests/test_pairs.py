@@ -88,6 +88,22 @@ def test_qa_one_question_per_image_keeps_yes_and_no_and_the_same_questions():
         mine(world(), ["qa"], qa_questions="three")
 
 
+def test_qa_replay_rehearses_the_true_answer_on_both_sides(coco_world):
+    prefer, _ = mine(world(), ["qa"], top_k=1)
+    replay, stats = mine(world(), ["qa"], top_k=1, qa_replay=True)
+    # the same questions and true answers; the rejected side repeats the chosen one, naming nothing absent
+    assert [(r["prompt"], text(r, "chosen")) for r in replay] == [(r["prompt"], text(r, "chosen")) for r in prefer]
+    assert all(text(r, "rejected") == text(r, "chosen") for r in replay)
+    assert {text(r, "chosen") for r in replay} == {"Yes.", "No."}
+    assert all(r["rejected_hallucinated"] == [] for r in replay) and stats.pairs["qa"] == 12
+    with pytest.raises(InputError, match="qa replay"):
+        mine(world(), ["qa"], qa_replay=True, answers={})
+    # the command's flag reaches the miner
+    assert run_pairs(coco_world, coco_world / "r.jsonl", "--strategy", "qa", "--qa-replay") == 0
+    rows = [json.loads(line) for line in (coco_world / "r.jsonl").read_text().splitlines()]
+    assert rows and all(text(r, "rejected") == text(r, "chosen") for r in rows)
+
+
 def test_qa_on_policy_pairs_the_questions_the_model_got_wrong(tmp_path):
     from data_prep.pairs import read_answers
 
