@@ -224,12 +224,10 @@ class Miner:
             if absent is None:
                 self.stats.skip("qa: no absent object")
                 continue
-            if self.o.qa_replay:
-                yield self.record(image, "qa", "absent", "No.", "No.", source="annotations",
-                                  prompt=self.question(absent))
-            else:
-                yield self.record(image, "qa", "absent", "No.", "Yes.", rejected_h=[absent],
-                                  source="annotations", prompt=self.question(absent))
+            replay = self.o.qa_replay
+            yield self.record(image, "qa", "absent", "No.", "No." if replay else "Yes.",
+                              rejected_h=[] if replay else [absent], source="annotations",
+                              prompt=self.question(absent))
 
     def qa_on_policy(self, image: GroundedImage) -> Iterator[dict]:
         """The model's own mistakes: every question about the image it answered wrong at least once among its
