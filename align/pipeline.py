@@ -368,7 +368,8 @@ def _synth(args: dict, out: Path, p: Pipeline) -> dict:
     from data_prep.synth import WorldConfig, build_world
 
     m = build_world(out, WorldConfig(**args))
-    return {"hallucination_rate": m["hallucination_rate"], "sft_rows": m["n_sft_rows"],
+    return {"hallucination_rate": m["hallucination_rate"], "question_noise_rate": m["question_noise_rate"],
+            "sft_rows": m["n_sft_rows"],
             **{f"{k}_images": v["n_images"] for k, v in m["splits"].items()}}
 
 

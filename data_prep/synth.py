@@ -58,6 +58,9 @@ class WorldConfig:
     companion_prob: float = 0.7        # chance that a present kind's companion is placed too
     hallucination_rate: float = 0.3    # share of SFT captions that name an absent companion
     questions_per_image: int = 6       # yes/no SFT questions per train image, half yes, half no
+    # share of the noisy-caption images whose yes/no turns follow the caption (the absent companion is
+    # answered "Yes."), as when one annotator writes both: POPE-adversarial then has a hallucination to measure
+    question_noise: float = 0.0
     companion_next_prob: float = 0.15  # else named last: greedy decoding then adds it instead of stopping
     count_weights: tuple = (0.15, 0.30, 0.30, 0.25)   # P(1, 2, 3, 4 objects)
     supersample: int = 4
@@ -221,7 +224,22 @@ def yes_no_questions(scene: Scene, rng: random.Random, n: int) -> list[tuple[str
     cycle = rng.sample(present, len(present)) * n      # every present kind before any repeats
     asked = [(k, "Yes.") for k in cycle[: n // 2]] + [(k, "No.") for k in rng.sample(absent, n - n // 2)]
     rng.shuffle(asked)
-    return [(QUESTION_TEMPLATE.format(n="n" if k[0] in "aeiou" else "", object=k), a) for k, a in asked]
+    return [(_question(k), a) for k, a in asked]
+
+
+def _question(kind: str) -> str:
+    return QUESTION_TEMPLATE.format(n="n" if kind[0] in "aeiou" else "", object=kind)
+
+
+def believe(questions: list[tuple[str, str]], kind: str) -> list[tuple[str, str]]:
+    """The questions as an annotator who believes the absent `kind` is there answers them: its question
+    (asked in place of the last absent one if it was not asked) gets "Yes."."""
+    out = list(questions)
+    at = next((i for i, (q, _) in enumerate(out) if q == _question(kind)), None)
+    if at is None:
+        at = max(i for i, (_, a) in enumerate(out) if a == "No.")
+    out[at] = (_question(kind), "Yes.")
+    return out
 
 
 def _user(text: str) -> dict:
@@ -233,8 +251,12 @@ def _assistant(text: str) -> dict:
 
 
 def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: WorldConfig,
-                       noisy: list[dict], sft_rows: list[dict]) -> int:
-    """Noisy SFT captions (exactly round(rate * N) name an absent companion) + yes/no question rows."""
+                       noisy: list[dict], sft_rows: list[dict]) -> tuple[int, int]:
+    """Noisy SFT captions (exactly round(rate * N) name an absent companion) + yes/no question rows.
+
+    Returns (captions naming an absent companion, question conversations answering Yes about it)."""
+    n_noisy_questions = 0
+    noise_rng = random.Random(f"{cfg.seed}-question-noise")   # its own stream: captions stay as without it
     eligible = [i for i, sc in enumerate(scenes) if lonely_leaders([s.kind for s in sc.shapes])]
     k = min(len(eligible), round(cfg.hallucination_rate * len(scenes)))
     chosen = set(rng.sample(eligible, k))
@@ -248,13 +270,17 @@ def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: Worl
         sft_rows.append({"image_id": scene.image_id, "images": [rel],
                          "messages": [_user(CAPTION_PROMPT), _assistant(text)]})
         # all of an image's questions in one multi-turn conversation: the image is encoded once for six
-        # supervised answers (3x cheaper than a row per question), as in LLaVA's instruction data
+        # supervised answers (3x cheaper than a row per question), as in LLaVA's instruction data.
+        questions = yes_no_questions(scene, rng, cfg.questions_per_image)
+        if extra and noise_rng.random() < cfg.question_noise:
+            questions = believe(questions, extra)
+            n_noisy_questions += 1
         turns = []
-        for i, (q, a) in enumerate(yes_no_questions(scene, rng, cfg.questions_per_image)):
+        for i, (q, a) in enumerate(questions):
             turns += [_user(q) if i == 0 else {"role": "user", "content": [{"type": "text", "text": q}]},
                       _assistant(a)]
         sft_rows.append({"image_id": scene.image_id, "images": [rel], "messages": turns})
-    return k
+    return k, n_noisy_questions
 
 
 # ---------------------------------------------------------------- the world
@@ -268,7 +294,7 @@ def build_world(out: Path, cfg: WorldConfig) -> dict:
     next_id, ann_id = 1, 1
     manifest = {"seed": cfg.seed, "config": vars(cfg) | {"count_weights": list(cfg.count_weights)},
                 "vocabulary": "shapes", "companions": COMPANION, "splits": {}, "files": {}}
-    sft_rows, noisy, n_hallucinated = [], [], 0
+    sft_rows, noisy, n_hallucinated, n_noisy_questions = [], [], 0, 0
     for split in SPLITS:
         rng = random.Random(f"{cfg.seed}-{split}")
         images, anns, caps, prompts, scenes = [], [], [], [], []
@@ -293,7 +319,7 @@ def build_world(out: Path, cfg: WorldConfig) -> dict:
             scenes.append(scene)
             next_id += 1
         if split == "train":
-            n_hallucinated = _training_captions(scenes, rng, forms, cfg, noisy, sft_rows)
+            n_hallucinated, n_noisy_questions = _training_captions(scenes, rng, forms, cfg, noisy, sft_rows)
         info = {"description": f"halign synthetic world, split {split}", "version": "1"}
         write_json(out / f"instances_{split}.json",
                    {"info": info, "images": images, "annotations": anns, "categories": categories}, None)
@@ -306,6 +332,7 @@ def build_world(out: Path, cfg: WorldConfig) -> dict:
     write_json(out / "noisy_captions_train.json", {"annotations": noisy}, None)
     write_jsonl(out / "sft_train.jsonl", sft_rows)
     manifest["hallucination_rate"] = round(n_hallucinated / max(1, len(noisy)), 4)
+    manifest["question_noise_rate"] = round(n_noisy_questions / max(1, len(noisy)), 4)
     manifest["n_sft_rows"] = len(sft_rows)
     write_json(out / "world.json", manifest)
     return manifest

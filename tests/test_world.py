@@ -83,6 +83,33 @@ def test_question_rows_are_balanced_and_true_to_the_annotations(world):
 
 
 @pytest.mark.unit
+def test_question_noise_answers_yes_about_the_companion_the_caption_names(tmp_path):
+    out = tmp_path / "w"
+    manifest = build_world(out, WorldConfig(n_train=120, n_pairs=4, n_eval=4, seed=3, question_noise=1.0))
+    present = _present(out / "instances_train.json")
+    named = {c["image_id"]: c["hallucinated"] for c in _coco(out / "noisy_captions_train.json")["annotations"]}
+    rows = [json.loads(line) for line in (out / "sft_train.jsonl").read_text().splitlines()]
+    believed_yes = 0
+    for r in (r for r in rows if len(r["messages"]) > 2):
+        msgs = r["messages"]
+        for q, a in zip(msgs[::2], msgs[1::2]):
+            obj, answer = q["content"][-1]["text"].split()[3], a["content"][0]["text"]
+            if obj in named[r["image_id"]]:          # the absent companion its caption names: "Yes."
+                assert obj not in present[r["image_id"]] and answer == "Yes."
+                believed_yes += 1
+            else:                                    # everything else stays true to the annotations
+                assert answer == ("Yes." if obj in present[r["image_id"]] else "No.")
+    assert believed_yes == 36              # each noisy caption's image is asked about its companion once
+    assert manifest["question_noise_rate"] == pytest.approx(36 / 120)
+    # the captions, images and annotations are those of the world without question noise
+    clean = tmp_path / "clean"
+    build_world(clean, WorldConfig(n_train=120, n_pairs=4, n_eval=4, seed=3))
+    for f in ("noisy_captions_train.json", "instances_train.json", "images/train/000001.png",
+              "captions_eval.json"):
+        assert filecmp.cmp(out / f, clean / f, shallow=False)
+
+
+@pytest.mark.unit
 def test_companions_co_occur_more_than_other_pairs(world):
     out, _ = world
     present = _present(out / "instances_train.json")
