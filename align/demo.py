@@ -46,18 +46,22 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
         print()
         figures = {"PPO: reward, hallucination and KL per step": Path(out) / "ppo" / "curves.png",
                    "GRPO: reward and KL per step": Path(out) / "grpo" / "curves.png"}
-        report = write_report(Path(out), read_json(eval_report)["results"],
-                              {"seed": seed, "quick": quick, "timings": stage_timings(p)}, figures=figures)
+        evaluated = read_json(eval_report)
+        report = write_report(Path(out), evaluated["results"],
+                              {"seed": seed, "quick": quick, "timings": stage_timings(p)}, figures=figures,
+                              intervals={n: d.get("ci") for n, d in (evaluated.get("changes") or {}).items()})
         print_summary(report)
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
     return 0
 
 
 def print_summary(report: dict) -> None:
-    for name, d in (report.get("changes") or {}).items():
-        rel = d.get("chair_s_relative")
-        print(f"{name} vs {report.get('relative_to')}: CHAIR_s {100 * rel:+.1f}% relative, recall "
-              f"{100 * d['recall_delta']:+.1f} points, POPE-adversarial F1 "
-              f"{100 * d.get('pope_adversarial_f1_delta', 0):+.1f} points" if rel is not None else name)
+    from align.report import change_summary
+
+    changes = report.get("changes") or {}
+    for name, d in changes.items():
+        print(f"{name} vs {report.get('relative_to')}: " + change_summary(d))
+    if any(d.get("ci") for d in changes.values()):
+        print("[low, high]: 95 % paired bootstrap interval of the change over the eval images / POPE questions")
     t = report.get("timings", {})
     print("stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in t.items()))

@@ -179,8 +179,32 @@ def run_eval(cfg: EvalConfig, report_dir: str | Path | None = None, extra: dict 
     for name, path in cfg.checkpoints.items():
         all_results[name] = evaluate_checkpoint(name, path, cfg, truth)
         print(summary_line(name, all_results[name]))
-    write_report(Path(report_dir or cfg.out), all_results, extra or {})
+    write_report(Path(report_dir or cfg.out), all_results, extra or {}, intervals=change_intervals_of(cfg))
     return all_results
+
+
+def change_intervals_of(cfg: EvalConfig, base: str | None = None) -> dict:
+    """Paired bootstrap intervals of every checkpoint's changes against the base (the first checkpoint),
+    from the per-item outcomes each evaluated checkpoint wrote under cfg.out."""
+    from reward.significance import change_intervals, chair_outcomes, pope_outcomes
+
+    def outcomes(name: str) -> dict:
+        d = Path(cfg.out) / name
+        o = {"chair": chair_outcomes(read_json(d / "chair.json")["per_caption"])} if cfg.chair else {}
+        if cfg.pope:
+            o["pope"] = {}
+            for setting, qfile in cfg.pope.questions.items():
+                answers = {r["question_id"]: r["answer"] for r in read_records(d / f"pope_{setting}_answers.jsonl")}
+                o["pope"][setting] = pope_outcomes(read_records(qfile, "POPE questions file"), answers,
+                                                   cfg.pope.parse)
+        return o
+
+    names = list(cfg.checkpoints)
+    base = base or names[0]
+    if len(names) < 2:
+        return {}
+    b = outcomes(base)
+    return {name: change_intervals(b, outcomes(name), seed=cfg.generation.seed) for name in names if name != base}
 
 
 def summary_line(name: str, r: dict) -> str:

@@ -101,13 +101,18 @@ def plot_metrics(results: dict, path: Path) -> Path:
 
 
 def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = None,
-                 figures: dict[str, Path] | None = None) -> dict:
+                 figures: dict[str, Path] | None = None, intervals: dict | None = None) -> dict:
     """report.json ({"results": ..., **extra}), report.md (table + analysis), metrics.png, and any
-    `figures` ({title: png}) copied next to the report and shown in it (e.g. PPO's reward/KL curves)."""
+    `figures` ({title: png}) copied next to the report and shown in it (e.g. PPO's reward/KL curves).
+    `intervals`: {checkpoint: {change: {"low", "high", ...}}} (reward.significance), kept under each
+    checkpoint's changes as "ci" and printed beside them."""
     out_dir = Path(out_dir)
     base = base or next(iter(results), None)
     header, rows = metric_table(results)
     changes = relative_changes(results, base) if base else {}
+    for name, ci in (intervals or {}).items():
+        if name in changes and ci:
+            changes[name]["ci"] = ci
     report = {"results": results, "relative_to": base, "changes": changes, **extra}
     write_json(out_dir / "report.json", report)
     plot_metrics(results, out_dir / "metrics.png")
@@ -116,9 +121,12 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
           f"POPE answers parsed with the `{next((r.get('pope_policy') for r in results.values() if r.get('pope_policy')), 'reference')}` policy.",
           "", format_table(header, rows, markdown=True), ""]
     for name, d in changes.items():
-        md.append(f"- **{name}** vs {base}: CHAIR_s {_signed_pct(d['chair_s_relative'])} relative, "
-                  f"recall {100 * d['recall_delta']:+.1f} points"
-                  + "".join(f", POPE-{k[5:-9]} F1 {100 * v:+.1f}" for k, v in d.items() if k.startswith("pope_")))
+        md.append(f"- **{name}** vs {base}: " + change_summary(d))
+    if any("ci" in d for d in changes.values()):
+        level = next(iter(next(d["ci"] for d in changes.values() if d.get("ci")).values()))["level"]
+        md.append(f"\nIn brackets: the {100 * level:.0f} % paired bootstrap interval of each change "
+                  "(benchmark items re-drawn with replacement, both checkpoints scored on the same draw). "
+                  "An interval that holds 0 is a change the benchmark cannot tell from noise.")
     md += ["", "![metrics](metrics.png)", ""]
     for title, png in (figures or {}).items():
         if Path(png).is_file():
@@ -147,6 +155,20 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
     write_text(out_dir / "report.md", "\n".join(md))
     print(format_table(header, rows))
     return report
+
+
+def change_summary(d: dict) -> str:
+    """"CHAIR_s -60.0% relative [-70.1, -49.6], recall -1.7 points [...], POPE-random F1 +0.2 [...], ..."""
+    ci = d.get("ci", {})
+
+    def bracket(key: str) -> str:
+        c = ci.get(key)
+        return f" [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]" if c else ""
+
+    return (f"CHAIR_s {_signed_pct(d['chair_s_relative'])} relative{bracket('chair_s_relative')}, "
+            f"recall {100 * d['recall_delta']:+.1f} points{bracket('recall_delta')}"
+            + "".join(f", POPE-{k[5:-9]} F1 {100 * v:+.1f}{bracket(k)}" for k, v in d.items()
+                      if k.startswith("pope_") and k.endswith("_f1_delta")))
 
 
 def _signed_pct(v) -> str:

@@ -49,6 +49,14 @@ def test_report_has_the_documented_shape(quick_run):
     assert "ppo_curves.png" in (out / "report.md").read_text()
     assert "| checkpoint" in (out / "report.md").read_text()
     assert "CHAIR_s" in stdout and "demo finished" in stdout
+    # each change carries its paired bootstrap interval, computed from the per-item outcomes on disk; on
+    # all items it must agree with the change of the aggregated metrics
+    for name in ("dpo", "ppo", "grpo"):
+        change = report["changes"][name]
+        ci = change["ci"]["pope_adversarial_f1_delta"]
+        assert ci["delta"] == pytest.approx(change["pope_adversarial_f1_delta"], abs=2e-4)
+        assert ci["low"] <= ci["delta"] <= ci["high"]
+    assert "paired bootstrap interval" in stdout
 
 
 @pytest.mark.integration

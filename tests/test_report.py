@@ -62,3 +62,16 @@ def test_write_report_files(tmp_path):
     assert report["changes"]["dpo"]["chair_s_relative"] == pytest.approx(-0.75)
     assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "CHAIR_s -75.0% relative" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.unit
+def test_write_report_keeps_and_prints_the_intervals(tmp_path):
+    ci = {"dpo": {"chair_s_relative": {"delta": -0.75, "low": -0.9, "high": -0.6, "level": 0.95},
+                  "pope_adversarial_f1_delta": {"delta": 0.1, "low": -0.012, "high": 0.2, "level": 0.95}}}
+    write_report(tmp_path, RESULTS, {}, intervals=ci)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["changes"]["dpo"]["ci"]["chair_s_relative"]["low"] == -0.9
+    md = (tmp_path / "report.md").read_text()
+    assert "CHAIR_s -75.0% relative [-90.0, -60.0]" in md
+    assert "recall -2.0 points," in md                      # no interval given for recall: none printed
+    assert "POPE-adversarial F1 +10.0 [-1.2, +20.0]" in md and "paired bootstrap" in md
