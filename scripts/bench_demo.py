@@ -4,7 +4,9 @@
 
 Targets (full demo): wall time < 10 min; SFT CHAIR_s >= 0.20 and POPE-random accuracy >= 0.75; DPO cuts
 CHAIR_s by 50 % and PPO by 30 % relative to SFT (GRPO is only reported), every aligned checkpoint keeps
-recall within 0.05 of SFT's, and DPO's POPE-adversarial F1 is not below SFT's. Prints one line per seed and checkpoint and exits non-zero if a target is missed.
+recall within 0.05 of SFT's, and DPO's POPE-adversarial F1 is not below SFT's. Prints one line per seed and
+checkpoint, each change with its 95 % paired bootstrap interval, and exits non-zero if a target is missed (a
+miss whose interval still reaches the target says so: the benchmark cannot tell it from noise).
 """
 from __future__ import annotations
 
@@ -15,8 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from align.report import change_summary  # noqa: E402
+
 # issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
 TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
+
+
+def _interval(report: dict, name: str, key: str) -> str:
+    c = (report.get("changes", {}).get(name, {}).get("ci") or {}).get(key)
+    if not c:
+        return ""
+    reaches = c["high"] >= 0 if key.endswith("_delta") else c["low"] <= -TARGET_CUT.get(name, 0.0)
+    return (f" (95 % interval [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
+            + (": within noise of the target)" if reaches else ")"))
 
 
 def check(report: dict, wall: float, quick: bool) -> list[str]:
@@ -35,12 +49,14 @@ def check(report: dict, wall: float, quick: bool) -> list[str]:
         cut = (sft["chair_s"] - r["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
         need = TARGET_CUT.get(name, 0.0)
         if cut < need:
-            misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%")
+            misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%"
+                          + _interval(report, name, "chair_s_relative"))
         if sft["recall"] - r["recall"] > 0.05:
             misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > 0.05")
         if name == "dpo" and r["pope"]["adversarial"]["f1"] < sft["pope"]["adversarial"]["f1"]:
             misses.append(f"dpo POPE-adversarial F1 {r['pope']['adversarial']['f1']:.3f} < SFT's "
-                          f"{sft['pope']['adversarial']['f1']:.3f}")
+                          f"{sft['pope']['adversarial']['f1']:.3f}"
+                          + _interval(report, name, "pope_adversarial_f1_delta"))
     return misses
 
 
@@ -68,6 +84,8 @@ def main() -> int:
                   f"recall {100 * r['recall']:5.1f}  POPE acc r/p/a {100 * p['random']['accuracy']:.1f}/"
                   f"{100 * p['popular']['accuracy']:.1f}/{100 * p['adversarial']['accuracy']:.1f}  "
                   f"adv F1 {100 * p['adversarial']['f1']:.1f}")
+        for name, d in (report.get("changes") or {}).items():
+            print(f"seed {seed} {name:>5} vs {report.get('relative_to')}: {change_summary(d)}")
         misses = check(report, wall, args.quick)
         print(f"seed {seed}: wall {wall:.0f} s; " + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
         failed |= bool(misses)
