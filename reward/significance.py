@@ -63,12 +63,14 @@ def f1_delta(base: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- per-item outcomes
 def chair_outcomes(per_caption: Sequence[Mapping]) -> dict:
-    """image id -> (hallucinates, ground-truth objects mentioned, ground-truth objects), from chair_scores."""
-    out = {}
+    """(image id, k) -> (hallucinates, ground-truth objects mentioned, ground-truth objects) for the k-th
+    caption of that image (several prompts per image stay several items), from chair_scores."""
+    out, seen = {}, {}
     for c in per_caption:
         truth = set(c["ground_truth"])
-        out[c["image_id"]] = (float(bool(c["hallucinated"])), len(truth & {o for _, o in c["mentioned"]}),
-                              len(truth))
+        k = seen[c["image_id"]] = seen.get(c["image_id"], -1) + 1
+        out[(c["image_id"], k)] = (float(bool(c["hallucinated"])), len(truth & {o for _, o in c["mentioned"]}),
+                                   len(truth))
     return out
 
 

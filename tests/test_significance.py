@@ -79,10 +79,12 @@ def test_pope_outcomes_count_an_unparsed_answer_as_not_yes():
 
 @pytest.mark.unit
 def test_chair_outcomes_from_chair_scores():
-    caps = [{"image_id": 1, "caption": "A star and a moon."}, {"image_id": 2, "caption": "A heart."}]
+    caps = [{"image_id": 1, "caption": "A star and a moon."}, {"image_id": 2, "caption": "A heart."},
+            {"image_id": 1, "caption": "A star and a ring."}]          # a second prompt for image 1
     truth = {1: ["star", "ring"], 2: ["heart"]}
     out = chair_outcomes(chair_scores(caps, truth, "shapes")["per_caption"])
-    assert out == {1: (1.0, 1, 2), 2: (0.0, 1, 1)}        # moon hallucinated; ring not mentioned
+    # moon hallucinated, ring not mentioned; the second caption of image 1 is an item of its own
+    assert out == {(1, 0): (1.0, 1, 2), (2, 0): (0.0, 1, 1), (1, 1): (0.0, 2, 2)}
 
 
 @pytest.mark.unit
