@@ -30,6 +30,11 @@ def test_every_stage_finished_with_a_manifest(quick_run):
     assert (out / "pretrain/model/model.safetensors").is_file()
     assert (out / "sft/model/model.safetensors").is_file()
     assert (out / "pairs/pairs.jsonl").stat().st_size > 0 and (out / "pairs/stats.json").is_file()
+    # DPO trained on caption pairs and on yes/no rehearsal rows (rejected = chosen, the true answer)
+    rows = [json.loads(line) for line in (out / "pairs/pairs.jsonl").read_text().splitlines()]
+    qa = [r for r in rows if r["strategy"] == "qa"]
+    assert qa and all(r["chosen"] == r["rejected"] for r in qa)
+    assert {"inject", "qa"} <= {r["strategy"] for r in rows}
     assert not list(out.rglob("stage.started.json"))
 
 
