@@ -4,4 +4,7 @@
 # SFT model are reused through --resume), then:
 #   scripts/iterative_dpo.sh [RUN=runs/demo] [SEED=0]      (the demo's --out and --seed)
 set -euo pipefail
-exec halign pipeline --config configs/demo/iterative.yaml --out "${1:-runs/demo}" --seed "${2:-0}" --resume
+root=$(cd "$(dirname "$0")/.." && pwd)
+# `make demo` installs halign into .venv; use it when the venv is not activated
+halign=$( [ -x "$root/.venv/bin/halign" ] && echo "$root/.venv/bin/halign" || echo halign )
+exec "$halign" pipeline --config "$root/configs/demo/iterative.yaml" --out "${1:-runs/demo}" --seed "${2:-0}" --resume
