@@ -110,6 +110,26 @@ def test_question_noise_answers_yes_about_the_companion_the_caption_names(tmp_pa
 
 
 @pytest.mark.unit
+def test_companion_next_prob_zero_names_the_companion_last(tmp_path, world):
+    out = tmp_path / "last"
+    build_world(out, WorldConfig(n_train=120, n_pairs=30, n_eval=30, seed=3, companion_next_prob=0.0))
+    noisy = _coco(out / "noisy_captions_train.json")["annotations"]
+    hallucinated = [c for c in noisy if c["hallucinated"]]
+    assert len(hallucinated) == 36
+    for c in hallucinated:
+        mentions = extract_mentions(c["caption"], "shapes")
+        assert mentions[-1].object == c["hallucinated"][0]      # the absent companion comes last
+    # the placement draw is made either way: same images, annotations and hallucinated objects as the default
+    default, _ = world
+    assert filecmp.cmp(out / "instances_train.json", default / "instances_train.json", shallow=False)
+    assert [c["hallucinated"] for c in noisy] == \
+        [c["hallucinated"] for c in _coco(default / "noisy_captions_train.json")["annotations"]]
+    # ... while the default (0.15) puts some right after their partner
+    default_noisy = [c for c in _coco(default / "noisy_captions_train.json")["annotations"] if c["hallucinated"]]
+    assert any(extract_mentions(c["caption"], "shapes")[-1].object != c["hallucinated"][0] for c in default_noisy)
+
+
+@pytest.mark.unit
 def test_companions_co_occur_more_than_other_pairs(world):
     out, _ = world
     present = _present(out / "instances_train.json")
