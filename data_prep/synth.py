@@ -66,6 +66,12 @@ class WorldConfig:
     supersample: int = 4
     noise: float = 6.0
 
+    def __post_init__(self):
+        for name in ("companion_prob", "hallucination_rate", "question_noise", "companion_next_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"world {name} {getattr(self, name)} is not a rate",
+                                 fix=f"give {name} a number in [0, 1]")
+
 
 @dataclass
 class Shape:
@@ -237,7 +243,10 @@ def believe(questions: list[tuple[str, str]], kind: str) -> list[tuple[str, str]
     out = list(questions)
     at = next((i for i, (q, _) in enumerate(out) if q == _question(kind)), None)
     if at is None:
-        at = max(i for i, (_, a) in enumerate(out) if a == "No.")
+        no = [i for i, (_, a) in enumerate(out) if a == "No."]
+        if not no:                                   # no absent kind was asked about: ask about it too
+            return out + [(_question(kind), "Yes.")]
+        at = no[-1]
     out[at] = (_question(kind), "Yes.")
     return out
 

@@ -206,3 +206,26 @@ def test_generation_prompt_tokens_are_a_prefix_of_the_conversation(tiny):
         full_ids, prompt_ids = tok(full)["input_ids"], tok(prompt)["input_ids"]
         assert full_ids[:len(prompt_ids)] == prompt_ids
         assert tok.decode(full_ids[len(prompt_ids):]) == answer + "</s>"
+
+
+@pytest.mark.unit
+def test_world_rates_outside_0_1_are_refused_with_the_field_named():
+    from reward.files import InputError
+
+    with pytest.raises(InputError, match="question_noise"):
+        WorldConfig(question_noise=1.5)
+    with pytest.raises(InputError, match="companion_next_prob"):
+        WorldConfig(companion_next_prob=-0.1)
+
+
+@pytest.mark.unit
+def test_believe_turns_the_companion_question_to_yes_or_asks_it():
+    from data_prep.synth import believe
+
+    qs = [("Is there a star in the image?", "Yes."), ("Is there a moon in the image?", "No."),
+          ("Is there a heart in the image?", "No.")]
+    assert believe(qs, "moon")[1] == ("Is there a moon in the image?", "Yes.")      # asked: flipped
+    replaced = believe(qs, "ring")                                                   # not asked: replaces
+    assert replaced == qs[:2] + [("Is there a ring in the image?", "Yes.")]         # the last absent one
+    only_yes = [("Is there a star in the image?", "Yes.")]
+    assert believe(only_yes, "moon") == only_yes + [("Is there a moon in the image?", "Yes.")]
