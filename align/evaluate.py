@@ -188,21 +188,23 @@ def change_intervals_of(cfg: EvalConfig, base: str | None = None) -> dict:
     from the per-item outcomes each evaluated checkpoint wrote under cfg.out."""
     from reward.significance import change_intervals, chair_outcomes, pope_outcomes
 
+    names = list(cfg.checkpoints)
+    base = base or names[0]
+    if len(names) < 2:
+        return {}
+    questions = {s: read_records(q, "POPE questions file") for s, q in cfg.pope.questions.items()} \
+        if cfg.pope else {}
+
     def outcomes(name: str) -> dict:
         d = Path(cfg.out) / name
         o = {"chair": chair_outcomes(read_json(d / "chair.json")["per_caption"])} if cfg.chair else {}
         if cfg.pope:
             o["pope"] = {}
-            for setting, qfile in cfg.pope.questions.items():
+            for setting, qs in questions.items():
                 answers = {r["question_id"]: r["answer"] for r in read_records(d / f"pope_{setting}_answers.jsonl")}
-                o["pope"][setting] = pope_outcomes(read_records(qfile, "POPE questions file"), answers,
-                                                   cfg.pope.parse)
+                o["pope"][setting] = pope_outcomes(qs, answers, cfg.pope.parse)
         return o
 
-    names = list(cfg.checkpoints)
-    base = base or names[0]
-    if len(names) < 2:
-        return {}
     b = outcomes(base)
     return {name: change_intervals(b, outcomes(name), seed=cfg.generation.seed) for name in names if name != base}
 

@@ -7,11 +7,9 @@ from pathlib import Path
 import pytest
 
 from align.cli import VERBS, build_parser
+from align.pipeline import TRAINING_KINDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TRAINING = {"pretrain": "align.pretrain:PretrainConfig", "sft": "align.sft:SFTStageConfig",
-            "dpo": "align.dpo:DPOStageConfig", "ppo": "align.ppo:PPOStageConfig",
-            "grpo": "align.grpo:GRPOStageConfig"}
 
 
 def readme_commands() -> list[tuple[tuple[str, ...], set[str]]]:
@@ -36,12 +34,12 @@ def readme_commands() -> list[tuple[tuple[str, ...], set[str]]]:
 
 
 def options_of(verb: tuple[str, ...]) -> set[str]:
-    if verb[0] in TRAINING:
+    if verb[0] in TRAINING_KINDS:          # training verbs parse their config dataclass's fields
         import importlib
 
         from align.dryrun import DRY_RUN_OPTIONS
 
-        module, cls = TRAINING[verb[0]].split(":")
+        module, cls, _ = TRAINING_KINDS[verb[0]]
         fields = dataclasses.fields(getattr(importlib.import_module(module), cls))
         return ({f"--{f.name}" for f in fields} | {"--config", "--dry-run"}
                 | set(DRY_RUN_OPTIONS))
