@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["world", "model", "pretrain", "sft", "pope", "samples", "pairs", "dpo_r1", "samples_r2", "pairs_r2", "dpo",
-          "ppo", "grpo", "eval", "export"]
+STAGES = ["world", "model", "pretrain", "sft", "pope", "samples", "pairs", "dpo", "ppo", "grpo", "eval", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +35,6 @@ def test_every_stage_finished_with_a_manifest(quick_run):
     qa = [r for r in rows if r["strategy"] == "qa"]
     assert qa and all(r["chosen"] == r["rejected"] for r in qa)
     assert {"inject", "qa"} <= {r["strategy"] for r in rows}
-    # DPO round 2 starts from round 1's model, on pairs ranked from round 1's own samples
-    r2 = json.loads((out / "dpo/stage.json").read_text())
-    assert Path(r2["identity"]["args"]["model_name_or_path"]).resolve() == (out / "dpo_r1/model").resolve()
-    assert Path(r2["identity"]["args"]["dataset"]).resolve() == (out / "pairs_r2/pairs.jsonl").resolve()
-    samples_r2 = json.loads((out / "samples_r2/stage.json").read_text())
-    assert Path(samples_r2["identity"]["args"]["model"]).resolve() == (out / "dpo_r1/model").resolve()
-    assert (out / "samples_r2/responses.jsonl").read_text() != (out / "samples/responses.jsonl").read_text()
     assert not list(out.rglob("stage.started.json"))
 
 
