@@ -14,6 +14,10 @@ temperature. Each function returns one loss per pair; the trainer averages over 
   its tokens, weight gamma on the corrected (changed) segments and 1 elsewhere,
   log pi(y|x) = (sum_unchanged log p + gamma * sum_changed log p) / (n_unchanged + gamma * n_changed),
   and then the DPO sigmoid on those scores, so the pair's few differing words carry the signal.
+- `sft_rows`: the chosen side's negative log-likelihood, averaged over each row's tokens and then over the
+  rows. TRL's `sft` averages over all the batch's tokens, so in the demo a caption (13 tokens) weighs
+  several times a yes/no answer ("No." is 2); here every chosen response weighs the same, which lets
+  short yes/no rehearsal rows hold their skill against long caption pairs.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-HALIGN_LOSS_TYPES = ("mdpo_conditional", "mdpo_anchor", "dense")
+HALIGN_LOSS_TYPES = ("mdpo_conditional", "mdpo_anchor", "dense", "sft_rows")
 # TRL loss types that halign's own loss computation also implements (others stay TRL-only)
 SHARED_LOSS_TYPES = ("sigmoid", "sft")
 
@@ -46,6 +50,12 @@ def anchor_loss(beta: float, chosen_logratios: torch.Tensor, delta: float = 0.0)
 def weighted_sequence_logps(per_token_logps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_t w_t * logp_t / sum_t w_t per row (weights are 0 outside the completion)."""
     return (per_token_logps * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1e-8)
+
+
+def row_mean_nll(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row: -mean of the log-probs where mask is 1 (0 for a row without completion tokens)."""
+    mask = mask.to(per_token_logps.dtype)
+    return -(per_token_logps * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
 
 
 def masked_mean(per_pair: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, sigmoid_loss,
+from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, row_mean_nll, sigmoid_loss,
                               weighted_sequence_logps)
 from align.dpo_variants import BATCH_EXTRAS, CORRUPTED
 
@@ -45,6 +45,8 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
         elif loss_type == "sft":
             chosen_mask = main["completion_mask"][:, 1:].chunk(2)[0].bool()
             term = -per_token.chunk(2)[0][chosen_mask].mean()
+        elif loss_type == "sft_rows":
+            term = row_mean_nll(per_token.chunk(2)[0], main["completion_mask"][:, 1:].chunk(2)[0]).mean()
         elif loss_type == "mdpo_conditional":
             corrupted_lr = corrupted_logps - ref["ref_corrupted_logps"]
             term = conditional_image_loss(beta, chosen_lr, corrupted_lr).mean()

@@ -163,6 +163,19 @@ def test_hallucination_losses_train_every_family(family, world, checkpoints, tmp
     assert history["loss_type"] == HALLUCINATION_LOSSES
 
 
+def test_sft_rows_trains_beside_trl_sigmoid(world, checkpoints, tmp_path):
+    """`sft_rows` (the SFT term averaged per row, not per token) runs through halign's loss with full
+    fine-tuning and TRL's reference copy, and logs its term every step."""
+    from align.dpo import run_dpo
+
+    metrics = run_dpo(stage_config("dpo", tmp_path, checkpoints["llava-clip"], world["pairs"],
+                                   loss_type=["sigmoid", "sft_rows"], loss_weights=[0.62, 1.0],
+                                   per_device_train_batch_size=4, max_steps=3))
+    logged = [h["loss/sft_rows"] for h in metrics["log_history"] if "loss/sft_rows" in h]
+    assert len(logged) == 3 and all(math.isfinite(x) and x > 0 for x in logged)
+    assert metrics["loss_type"] == ["sigmoid", "sft_rows"]
+
+
 def test_paligemma_is_refused_before_loading(world, checkpoints, tmp_path):
     from align.dpo import run_dpo
     from align.sft import run_sft
