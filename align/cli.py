@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import os
 import re
 import sys
 import types
 import typing
-from pathlib import Path
 
 from reward.files import InputError
 

@@ -26,8 +26,8 @@ import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-from align.dpo_losses import (HALIGN_LOSS_TYPES, SHARED_LOSS_TYPES, anchor_loss, conditional_image_loss,
-                              diff_segments, masked_mean, sigmoid_loss, token_weights, weighted_sequence_logps)
+from align.dpo_losses import (HALIGN_LOSS_TYPES, SHARED_LOSS_TYPES, diff_segments, token_weights,
+                              weighted_sequence_logps)
 from reward.files import InputError
 
 TRL_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",

@@ -45,7 +45,7 @@ from align.config import DataFields, ModelFields, cpu_defaults, parse_config
 from align.ppo_math import (KLController, gae, kl_per_token, masked_mean, masked_whiten, policy_loss,
                             token_rewards, value_loss)
 from align.rl_data import RLFields
-from reward.files import InputError, atomic_path, write_json
+from reward.files import atomic_path, write_json
 
 
 @dataclass

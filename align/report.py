@@ -21,7 +21,7 @@ def metric_table(results: dict) -> tuple[list[str], list[list[str]]]:
                 settings.append(s)
     header = ["checkpoint"] + [c[0] for c in COLUMNS] + ["Cover", "Hal"]
     for s in settings:
-        header += [f"POPE-{s[:3]} acc", f"F1", f"yes"]
+        header += [f"POPE-{s[:3]} acc", "F1", "yes"]
     header.append("img/s")
     rows = []
     for name, r in results.items():
