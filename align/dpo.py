@@ -12,7 +12,8 @@ keeps "say less" from being the cheapest way to avoid hallucinating.
 
 Hallucination-aware losses (align/dpo_variants.py): `loss_type: [sigmoid, mdpo_conditional, mdpo_anchor]`
 is mDPO (the `image` pairs' corrupted images as the rejected condition), `loss_type: [dense]` is RLHF-V's
-dense DPO (corrected segments weighted by `dense_gamma`). `precompute_ref_log_probs: true` runs the
+dense DPO (corrected segments weighted by `dense_gamma`), `loss_type: [sigmoid, sft_rows]` is RPO with the SFT
+term averaged per row (short answers weigh as much as long captions). `precompute_ref_log_probs: true` runs the
 reference forward once, with the images, and stores it next to the pairs (align/ref_cache.py): no
 reference model is kept during training, and later runs on the same pairs and model reuse the file.
 """

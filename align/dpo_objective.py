@@ -7,7 +7,6 @@ holds, so that all ranks run the same collectives under DeepSpeed ZeRO-3.
 """
 from __future__ import annotations
 
-
 from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, row_mean_nll, sigmoid_loss,
                               weighted_sequence_logps)
 from align.dpo_variants import BATCH_EXTRAS, CORRUPTED

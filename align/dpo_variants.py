@@ -5,6 +5,7 @@ reference log-probs precomputed *with the images* (TRL refuses `precompute_ref_l
     loss_type: [sigmoid, mdpo_conditional, mdpo_anchor]      # mDPO
     loss_type: [dense]                                       # RLHF-V's dense DPO
     loss_type: [sigmoid, sft]                                # plain TRL (RPO); TRL computes it
+    loss_type: [sigmoid, sft_rows]                           # RPO, the SFT term averaged per row, not per token
 Any of halign's types may be combined with TRL's `sigmoid` and `sft`; other TRL types run alone through TRL.
 The math is in align/dpo_losses.py. The data are the pairs of `halign data pairs`:
 - `mdpo_conditional` needs a corrupted image per pair: the `rejected_images` of the `image` strategy, or, for
