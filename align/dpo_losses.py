@@ -52,12 +52,6 @@ def weighted_sequence_logps(per_token_logps: torch.Tensor, weights: torch.Tensor
     return (per_token_logps * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1e-8)
 
 
-def row_mean_nll(per_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per row: -mean of the log-probs where mask is 1 (0 for a row without completion tokens)."""
-    mask = mask.to(per_token_logps.dtype)
-    return -(per_token_logps * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
-
-
 def masked_mean(per_pair: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the pairs the term applies to; a differentiable zero when it applies to none.
 

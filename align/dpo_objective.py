@@ -7,7 +7,7 @@ holds, so that all ranks run the same collectives under DeepSpeed ZeRO-3.
 """
 from __future__ import annotations
 
-from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, row_mean_nll, sigmoid_loss,
+from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, sigmoid_loss,
                               weighted_sequence_logps)
 from align.dpo_variants import BATCH_EXTRAS, CORRUPTED
 
@@ -36,15 +36,15 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
     rejected_lr = rejected_logps - ref["ref_rejected_logps"]
     text_pairs = inputs["text_pair_mask"]
 
+    chosen_tokens, chosen_mask = per_token.chunk(2)[0], main["completion_mask"][:, 1:].chunk(2)[0]
     loss, terms = 0.0, {}
     for loss_type, weight in zip(types, trainer.loss_weights, strict=True):
         if loss_type == "sigmoid":
             term = masked_mean(sigmoid_loss(beta, chosen_lr, rejected_lr), text_pairs)
         elif loss_type == "sft":
-            chosen_mask = main["completion_mask"][:, 1:].chunk(2)[0].bool()
-            term = -per_token.chunk(2)[0][chosen_mask].mean()
-        elif loss_type == "sft_rows":
-            term = row_mean_nll(per_token.chunk(2)[0], main["completion_mask"][:, 1:].chunk(2)[0]).mean()
+            term = -chosen_tokens[chosen_mask.bool()].mean()
+        elif loss_type == "sft_rows":   # each row's token mean (the mask as weights), then the mean of the rows
+            term = -weighted_sequence_logps(chosen_tokens, chosen_mask.to(chosen_tokens.dtype)).mean()
         elif loss_type == "mdpo_conditional":
             corrupted_lr = corrupted_logps - ref["ref_corrupted_logps"]
             term = conditional_image_loss(beta, chosen_lr, corrupted_lr).mean()

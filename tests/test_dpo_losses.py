@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from align.dpo_losses import (anchor_loss, conditional_image_loss, diff_segments, masked_mean, row_mean_nll,
-                              sigmoid_loss, token_weights, weighted_sequence_logps)
+from align.dpo_losses import (anchor_loss, conditional_image_loss, diff_segments, masked_mean, sigmoid_loss,
+                              token_weights, weighted_sequence_logps)
 from align.dpo_variants import check_loss_types, mdpo_crop, ref_columns_for
 from reward.files import InputError
 
@@ -54,12 +54,14 @@ def test_dense_weighted_log_prob_is_rlhfv_mean():
 def test_sft_rows_weighs_every_chosen_response_the_same():
     # a caption of three tokens (-1, -3, -5) and a one-token answer (-4, then padding): per row 3 and 4,
     # their mean 3.5, where TRL's token mean gives the caption three votes: (1 + 3 + 5 + 4) / 4 = 3.25
+    # (sft_rows is -weighted_sequence_logps with the completion mask as the weights, then the mean)
     logps = torch.tensor([[-1.0, -3.0, -5.0], [-4.0, -7.0, -7.0]])
-    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
-    assert row_mean_nll(logps, mask).tolist() == pytest.approx([3.0, 4.0])
-    assert row_mean_nll(logps, mask).mean().item() == pytest.approx(3.5)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert (-weighted_sequence_logps(logps, mask)).tolist() == pytest.approx([3.0, 4.0])
+    assert (-weighted_sequence_logps(logps, mask)).mean().item() == pytest.approx(3.5)
     # a row without completion tokens counts 0, not NaN
-    assert row_mean_nll(logps, torch.tensor([[0, 0, 0], [1, 0, 0]])).tolist() == pytest.approx([0.0, 4.0])
+    assert (-weighted_sequence_logps(logps, torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))).tolist() == \
+        pytest.approx([0.0, 4.0])
 
 
 def test_masked_mean_skips_pairs_without_the_term_and_stays_differentiable():
