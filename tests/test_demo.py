@@ -93,3 +93,36 @@ def test_resume_skips_every_finished_stage(quick_run):
                            "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all(f"[{s}] up to date, skipped" in proc.stdout for s in STAGES)
+
+
+@pytest.mark.integration
+def test_dpo_variant_replays_the_runs_dpo_and_applies_set(quick_run, tmp_path):
+    """scripts/dpo_variant.py (how the README's DPO-variant rows were measured): with no --set it reproduces
+    the run's DPO figures; --set changes the config the replay trains with; a bad field writes nothing."""
+    out, _ = quick_run
+    script = str(REPO / "scripts" / "dpo_variant.py")
+
+    bad = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "bad"), "--set", "betta=0.3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown key 'betta'" in bad.stderr and "did you mean 'beta'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+    replay = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "same")],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert replay.returncode in (0, 1), replay.stdout[-2000:] + replay.stderr[-2000:]
+    assert f"{out.name}: CHAIR_s" in replay.stdout
+    run_dpo = json.loads((out / "eval/report.json").read_text())["results"]["dpo"]
+    again = json.loads((tmp_path / "same" / out.name / "eval/report.json").read_text())["results"]
+    assert again["dpo"]["chair_s"] == run_dpo["chair_s"] and again["dpo"]["recall"] == run_dpo["recall"]
+    assert again["dpo"]["pope"]["adversarial"] == run_dpo["pope"]["adversarial"]
+    assert set(again) == {"sft", "dpo"}
+
+    changed = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "beta"),
+                              "--set", "beta=0.5", "--set", "loss_type=[sigmoid]", "--set", "loss_weights=null"],
+                             cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert changed.returncode in (0, 1), changed.stdout[-2000:] + changed.stderr[-2000:]
+    manifest = json.loads((tmp_path / "beta" / out.name / "dpo/stage.json").read_text())
+    assert "beta: 0.5" in manifest["identity"]["config_text"]
+    assert manifest["metrics"]["loss_type"] == ["sigmoid"]
+    base = json.loads((out / "dpo/stage.json").read_text())["metrics"]
+    assert manifest["metrics"]["train_loss"] != base["train_loss"]

@@ -1,0 +1,136 @@
+"""Replay a finished demo run's DPO with changed settings, evaluate it beside the run's SFT model, and check
+issue 2's DPO targets. This is how every row of the README's "DPO variants" tables was measured.
+
+    .venv/bin/python scripts/dpo_variant.py RUN [RUN ...] --out DIR [--set FIELD=VALUE ...] [--pairs FILE]
+
+    # e.g. the beta 0.3 row, on the bench's seeds 1 and 4:
+    .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 /tmp/bench8/seed4 --out /tmp/beta3 --set beta=0.3
+
+RUN is a finished `halign demo` run (or one seed of `scripts/bench_demo.py`). For each RUN the script reads
+its dpo and eval stage manifests (RUN/dpo/stage.json, RUN/eval/stage.json), so the replay uses exactly the
+config text, pairs, SFT model and seed that run used, with the --set fields changed (YAML values: --set
+loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of two stages, dpo and eval (SFT and the
+variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With no --set, the replay reproduces
+the run's DPO. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not
+below SFT's), 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_demo import check  # noqa: E402
+
+from reward.files import InputError  # noqa: E402
+
+
+def parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r} is not FIELD=VALUE", fix="write e.g. --set beta=0.3")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise InputError(f"--set {item!r}: the value is not YAML ({e})",
+                             fix="quote lists, e.g. --set loss_type='[sigmoid, sft]'") from None
+    return out
+
+
+def stage_identity(run: Path, stage: str) -> dict:
+    path = run / stage / "stage.json"
+    if not path.is_file():
+        raise InputError(f"no finished {stage} stage", file=path,
+                         fix="point at a finished demo run (`halign demo --out RUN`) or a bench seed folder")
+    return json.loads(path.read_text())["identity"]
+
+
+def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tuple[dict, str]:
+    """The two-stage pipeline (dpo, eval) and the DPO config text, checked before anything is written."""
+    from align.config import _check_yaml
+    from align.dpo import DPOStageConfig
+
+    dpo, ev = stage_identity(run, "dpo"), stage_identity(run, "eval")
+    config = yaml.safe_load(dpo["config_text"] or "") or {}
+    args = dict(dpo["args"])
+    for k, v in sets.items():   # a field the run passed as an argument is changed there, else in the YAML
+        (args if k in args else config)[k] = v
+    if pairs is not None:
+        if not pairs.is_file():
+            raise InputError("pairs file not found", file=pairs, fix="give a pairs.jsonl written by `halign data pairs`")
+        args["dataset"] = str(pairs.resolve())
+    header = f"# {run / 'dpo'}'s config" + (f", with {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else "")
+    text = header + "\n" + yaml.safe_dump(config, sort_keys=False)
+    with tempfile.TemporaryDirectory() as tmp:   # unknown fields are refused before DIR is touched
+        probe = Path(tmp) / "dpo.yaml"
+        probe.write_text(text)
+        try:
+            _check_yaml(probe, DPOStageConfig)
+        except InputError as e:
+            raise InputError(e.problem, file="--set", fix="`halign dpo --help` lists the fields") from None
+    eval_args = dict(ev["args"])
+    sft_model = eval_args["checkpoints"].get("sft") or dpo["args"]["model_name_or_path"]
+    eval_args["checkpoints"] = {"sft": sft_model, "dpo": "{dpo}/model"}
+    seed = dpo["args"].get("seed", 0)
+    pipeline = {"name": f"variant-{run.name}", "seed": seed, "stages": [
+        {"name": "dpo", "kind": "dpo", "config": str((out / "dpo.yaml").resolve()), "args": args},
+        {"name": "eval", "kind": "eval", "args": eval_args}]}
+    return pipeline, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="finished demo runs (e.g. /tmp/bench7/seed1)")
+    ap.add_argument("--out", required=True, type=Path, help="folder for the variant runs, one per RUN")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a DPO config field to change (repeatable)")
+    ap.add_argument("--pairs", type=Path, help="train on this pairs file instead of the run's")
+    args = ap.parse_args(argv)
+    try:
+        sets = parse_sets(args.sets)
+        names = [r.name for r in args.runs]
+        if len(set(names)) < len(names):
+            raise InputError(f"two runs share a folder name ({', '.join(names)})",
+                             fix="give runs with distinct folder names, or run the script once per bench")
+        plans = [(run, args.out / run.name, *variant_pipeline(run, args.out / run.name, sets, args.pairs))
+                 for run in args.runs]
+    except InputError as e:
+        print(f"dpo_variant: error: {e.message()}", file=sys.stderr)
+        return 2
+    missed = False
+    for run, out, pipeline, text in plans:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "dpo.yaml").write_text(text)
+        (out / "variant.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        print(f"{run.name}: replaying {run}'s dpo -> {out}", flush=True)
+        # the pipeline CLI, in its own process as bench_demo runs the demo: one run's state never leaks into the next
+        rc = subprocess.call([sys.executable, "-m", "align", "pipeline", "--config", str(out / "variant.yaml"),
+                              "--out", str(out)], cwd=REPO)
+        if rc != 0:
+            print(f"{run.name}: the variant's pipeline failed (exit {rc}); its log is above")
+            missed = True
+            continue
+        report = json.loads((out / "eval" / "report.json").read_text())
+        sft, dpo = report["results"]["sft"], report["results"]["dpo"]
+        cut = (sft["chair_s"] - dpo["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
+        adv = dpo["pope"]["adversarial"]["f1"] - sft["pope"]["adversarial"]["f1"]
+        misses = [m for m in check(report, 0.0, quick=True) if m.startswith("dpo")]
+        print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f} (cut {100 * cut:.1f} %), "
+              f"recall {100 * (dpo['recall'] - sft['recall']):+.1f}, POPE-adversarial F1 {100 * adv:+.1f}; "
+              + ("DPO targets met" if not misses else "MISSED: " + "; ".join(misses)))
+        missed = missed or bool(misses)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
