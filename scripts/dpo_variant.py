@@ -1,5 +1,6 @@
 """Replay a finished demo run's DPO with changed settings, evaluate it beside the run's SFT model, and check
-issue 2's DPO targets. This is how every row of the README's "DPO variants" tables was measured.
+issue 2's DPO targets: what the README's "DPO variants" rows did (the demo's dpo and eval stages run
+again on a finished run's SFT model).
 
     .venv/bin/python scripts/dpo_variant.py RUN [RUN ...] --out DIR [--set FIELD=VALUE ...] [--pairs FILE]
 
