@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a DPO config field to change (repeatable)")
     ap.add_argument("--pairs", type=Path, help="train on this pairs file instead of the run's")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()
     try:
         sets = parse_sets(args.sets)
         names = [r.name for r in args.runs]
@@ -115,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         (out / "variant.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
         print(f"{run.name}: replaying {run}'s dpo -> {out}", flush=True)
         # the pipeline CLI, in its own process as bench_demo runs the demo: one run's state never leaks into the next
+        # from the caller's folder, like the run it replays: a relative path in that run's manifests means the same
         rc = subprocess.call([sys.executable, "-m", "align", "pipeline", "--config", str(out / "variant.yaml"),
-                              "--out", str(out)], cwd=REPO)
+                              "--out", str(out)])
         if rc != 0:
             print(f"{run.name}: the variant's pipeline failed (exit {rc}); its log is above")
             missed = True
