@@ -95,7 +95,7 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
         if i + 1 >= len(argv):
             raise InputError("--config needs a file", fix=f"run `halign {prog} --config FILE`")
         config_path = Path(argv[i + 1])
-        _check_yaml(config_path, cls)
+        check_config_file(config_path, cls)
     elif not any(a in ("-h", "--help") for a in argv):
         raise InputError(f"`halign {prog}` needs --config FILE",
                          fix=f"start from a shipped config, e.g. configs/demo/{prog}.yaml")
@@ -113,7 +113,7 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     return cfg
 
 
-def _check_yaml(path: Path, cls) -> None:
+def check_config_file(path: Path, cls) -> None:
     """Readable errors for the YAML file before TRL sees it: missing file, bad syntax, unknown keys."""
     if not path.is_file():
         raise InputError("config file not found", file=path, fix="check the path")

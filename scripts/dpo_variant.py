@@ -58,7 +58,7 @@ def stage_identity(run: Path, stage: str) -> dict:
 
 def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tuple[dict, str]:
     """The two-stage pipeline (dpo, eval) and the DPO config text, checked before anything is written."""
-    from align.config import _check_yaml
+    from align.config import check_config_file
     from align.dpo import DPOStageConfig
 
     dpo, ev = stage_identity(run, "dpo"), stage_identity(run, "eval")
@@ -76,7 +76,7 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tu
         probe = Path(tmp) / "dpo.yaml"
         probe.write_text(text)
         try:
-            _check_yaml(probe, DPOStageConfig)
+            check_config_file(probe, DPOStageConfig)
         except InputError as e:
             raise InputError(e.problem, file="--set", fix="`halign dpo --help` lists the fields") from None
     eval_args = dict(ev["args"])
