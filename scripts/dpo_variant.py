@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_demo import check  # noqa: E402
 
+from align.report import change_summary  # noqa: E402
 from reward.files import InputError  # noqa: E402
 
 
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "dpo.yaml").write_text(text)
         (out / "variant.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
         print(f"{run.name}: replaying {run}'s dpo -> {out}", flush=True)
-        # the pipeline CLI, in its own process as bench_demo runs the demo: one run's state never leaks into the next
-        # from the caller's folder, like the run it replays: a relative path in that run's manifests means the same
+        # its own process, as bench_demo runs the demo; from the caller's folder, like the run it replays, so a
+        # relative path in that run's manifests means the same
         rc = subprocess.call([sys.executable, "-m", "align", "pipeline", "--config", str(out / "variant.yaml"),
                               "--out", str(out)])
         if rc != 0:
@@ -125,11 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = json.loads((out / "eval" / "report.json").read_text())
         sft, dpo = report["results"]["sft"], report["results"]["dpo"]
-        cut = (sft["chair_s"] - dpo["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
-        adv = dpo["pope"]["adversarial"]["f1"] - sft["pope"]["adversarial"]["f1"]
         misses = [m for m in check(report, 0.0, quick=True) if m.startswith("dpo")]
-        print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f} (cut {100 * cut:.1f} %), "
-              f"recall {100 * (dpo['recall'] - sft['recall']):+.1f}, POPE-adversarial F1 {100 * adv:+.1f}; "
+        print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f}; "
+              f"dpo vs sft: {change_summary(report['changes']['dpo'])}; "
               + ("DPO targets met" if not misses else "MISSED: " + "; ".join(misses)))
         missed = missed or bool(misses)
     return 1 if missed else 0

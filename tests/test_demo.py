@@ -97,7 +97,7 @@ def test_resume_skips_every_finished_stage(quick_run):
 
 @pytest.mark.integration
 def test_dpo_variant_replays_the_runs_dpo_and_applies_set(quick_run, tmp_path):
-    """scripts/dpo_variant.py (how the README's DPO-variant rows were measured): with no --set it reproduces
+    """scripts/dpo_variant.py (what the README's DPO-variant rows did by hand): with no --set it reproduces
     the run's DPO figures; --set changes the config the replay trains with; a bad field writes nothing."""
     out, _ = quick_run
     script = str(REPO / "scripts" / "dpo_variant.py")
