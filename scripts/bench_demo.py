@@ -6,12 +6,14 @@ Targets (full demo): wall time < 10 min; SFT CHAIR_s >= 0.20 and POPE-random acc
 CHAIR_s by 50 % and PPO by 30 % relative to SFT (GRPO is only reported), every aligned checkpoint keeps
 recall within 0.05 of SFT's, and DPO's POPE-adversarial F1 is not below SFT's. Prints one line per seed and
 checkpoint, each change with its 95 % paired bootstrap interval, and exits non-zero if a target is missed (a
-miss whose interval still reaches the target says so: the benchmark cannot tell it from noise).
+miss whose interval still reaches the target says so: the benchmark cannot tell it from noise). Ends with a
+summary over the seeds (which met every target, and each target's misses) and writes it to OUT/bench.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -60,13 +62,34 @@ def check(report: dict, wall: float, quick: bool) -> list[str]:
     return misses
 
 
+def target_of(miss: str) -> str:
+    """The target a miss message names: its words before the first figure ("dpo CHAIR_s cut 45% < 50%" ->
+    "dpo CHAIR_s cut")."""
+    return re.split(r" [-+]?\d", miss, maxsplit=1)[0]
+
+
+def summarize(misses_by_seed: dict[int, list[str]]) -> list[str]:
+    """Lines that end a bench: the seeds that met every target, then each missed target with its seeds."""
+    met = [s for s, m in misses_by_seed.items() if not m]
+    lines = [f"every target met on {len(met)} of {len(misses_by_seed)} seeds"
+             + (f" ({', '.join(map(str, met))})" if met else "")]
+    by_target: dict[str, list[int]] = {}
+    for seed, misses in misses_by_seed.items():
+        for miss in misses:
+            by_target.setdefault(target_of(miss), []).append(seed)
+    lines += [f"  missed {target}: seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+              for target, seeds in by_target.items()]
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    failed = False
+    misses_by_seed: dict[int, list[str]] = {}
+    walls: dict[int, float] = {}
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         t0 = time.time()
@@ -75,7 +98,7 @@ def main() -> int:
         wall = time.time() - t0
         if proc.returncode != 0:
             print(f"seed {seed}: demo failed (exit {proc.returncode})\n{proc.stderr[-2000:]}")
-            failed = True
+            misses_by_seed[seed] = ["demo run failed"]   # its exit code is printed above
             continue
         report = json.loads((out / "report.json").read_text())
         for name, r in report["results"].items():
@@ -88,8 +111,14 @@ def main() -> int:
             print(f"seed {seed} {name:>5} vs {report.get('relative_to')}: {change_summary(d)}")
         misses = check(report, wall, args.quick)
         print(f"seed {seed}: wall {wall:.0f} s; " + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
-        failed |= bool(misses)
-    return 1 if failed else 0
+        misses_by_seed[seed], walls[seed] = misses, round(wall, 1)
+    summary = summarize(misses_by_seed)
+    print("\n".join(summary))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "bench.json").write_text(json.dumps(
+        {"seeds": {str(s): {"wall_s": walls.get(s), "misses": m} for s, m in misses_by_seed.items()},
+         "summary": summary}, indent=2))
+    return 1 if any(misses_by_seed.values()) else 0
 
 
 if __name__ == "__main__":

@@ -30,3 +30,50 @@ def test_a_miss_names_its_interval_and_whether_it_reaches_the_target():
     [miss] = bench_demo.check(_report(0.848, real), wall=500, quick=False)
     assert "[-4.9, -1.6])" in miss and "within noise" not in miss
     assert bench_demo.check(_report(0.885, None), wall=650, quick=False) == ["wall 650 s >= 600 s"]
+
+
+@pytest.mark.unit
+def test_the_summary_counts_the_seeds_that_met_every_target_and_groups_misses_by_target():
+    noise = {"pope_adversarial_f1_delta": {"low": -0.013, "high": 0.009}}
+    misses = {0: bench_demo.check(_report(0.885, None), wall=500, quick=False),
+              4: bench_demo.check(_report(0.878, noise), wall=500, quick=False),
+              5: bench_demo.check(_report(0.870, None), wall=621, quick=False),
+              8: ["demo run failed"]}
+    assert bench_demo.summarize(misses) == [
+        "every target met on 1 of 4 seeds (0)",
+        "  missed dpo POPE-adversarial F1: seeds 4, 5",
+        "  missed wall: seed 5",
+        "  missed demo run failed: seed 8",
+    ]
+    assert bench_demo.summarize({1: ["wall 650 s >= 600 s"]})[0] == "every target met on 0 of 1 seeds"
+
+
+@pytest.mark.unit
+def test_a_bench_prints_the_summary_writes_bench_json_and_exits_1_on_a_miss(tmp_path, monkeypatch, capsys):
+    import json
+    import subprocess
+    import sys
+
+    def fake_demo(cmd, **kwargs):        # stands in for `python -m align demo --out DIR --seed N`
+        out, seed = Path(cmd[cmd.index("--out") + 1]), int(cmd[cmd.index("--seed") + 1])
+        if seed == 2:
+            return subprocess.CompletedProcess(cmd, 1, "", "Traceback: boom")
+        out.mkdir(parents=True)
+        report = _report(0.885 if seed == 0 else 0.870, None)
+        for r in report["results"].values():     # the fields the per-checkpoint line prints
+            r["chair_i"] = r["chair_s"] / 2
+            r["pope"]["popular"] = {"accuracy": 0.9}
+            r["pope"]["adversarial"]["accuracy"] = 0.9
+        (out / "report.json").write_text(json.dumps(report))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(bench_demo.subprocess, "run", fake_demo)
+    monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--seeds", "0", "1", "2", "--out", str(tmp_path)])
+    assert bench_demo.main() == 1
+    printed = capsys.readouterr().out
+    assert "every target met on 1 of 3 seeds (0)" in printed and "seed 2: demo failed (exit 1)" in printed
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["seeds"]["0"]["misses"] == [] and bench["seeds"]["2"] == {"wall_s": None,
+                                                                          "misses": ["demo run failed"]}
+    assert bench["seeds"]["1"]["misses"] == ["dpo POPE-adversarial F1 0.870 < SFT's 0.880"]
+    assert bench["summary"][1:] == ["  missed dpo POPE-adversarial F1: seed 1", "  missed demo run failed: seed 2"]
