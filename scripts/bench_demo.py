@@ -7,7 +7,8 @@ CHAIR_s by 50 % and PPO by 30 % relative to SFT (GRPO is only reported), every a
 recall within 0.05 of SFT's, and DPO's POPE-adversarial F1 is not below SFT's. Prints one line per seed and
 checkpoint, each change with its 95 % paired bootstrap interval, and exits non-zero if a target is missed (a
 miss whose interval still reaches the target says so: the benchmark cannot tell it from noise). Ends with a
-summary over the seeds (which met every target, and each target's misses) and writes it to OUT/bench.json.
+summary over the seeds (which met every target, and each target's misses), also in OUT/bench.json (rewritten
+after every seed, so a stopped bench keeps what it measured).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from align.report import change_summary  # noqa: E402
+from reward.files import write_json  # noqa: E402
 
 # issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
 TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
@@ -82,6 +84,13 @@ def summarize(misses_by_seed: dict[int, list[str]]) -> list[str]:
     return lines
 
 
+def write_bench(out: Path, misses_by_seed: dict[int, list[str]], walls: dict[int, float]) -> None:
+    """OUT/bench.json (atomic), rewritten after every seed so that a stopped bench keeps what it measured."""
+    write_json(out / "bench.json", {"seeds": {str(s): {"wall_s": walls.get(s), "misses": m}
+                                              for s, m in misses_by_seed.items()},
+                                    "summary": summarize(misses_by_seed)})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -99,6 +108,7 @@ def main() -> int:
         if proc.returncode != 0:
             print(f"seed {seed}: demo failed (exit {proc.returncode})\n{proc.stderr[-2000:]}")
             misses_by_seed[seed] = ["demo run failed"]   # its exit code is printed above
+            write_bench(Path(args.out), misses_by_seed, walls)
             continue
         report = json.loads((out / "report.json").read_text())
         for name, r in report["results"].items():
@@ -112,12 +122,8 @@ def main() -> int:
         misses = check(report, wall, args.quick)
         print(f"seed {seed}: wall {wall:.0f} s; " + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
         misses_by_seed[seed], walls[seed] = misses, round(wall, 1)
-    summary = summarize(misses_by_seed)
-    print("\n".join(summary))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "bench.json").write_text(json.dumps(
-        {"seeds": {str(s): {"wall_s": walls.get(s), "misses": m} for s, m in misses_by_seed.items()},
-         "summary": summary}, indent=2))
+        write_bench(Path(args.out), misses_by_seed, walls)
+    print("\n".join(summarize(misses_by_seed)))
     return 1 if any(misses_by_seed.values()) else 0
 
 
