@@ -18,7 +18,6 @@ below SFT's), 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_demo import check  # noqa: E402
 
 from align.report import change_summary  # noqa: E402
-from reward.files import InputError  # noqa: E402
+from reward.files import InputError, read_json, write_text  # noqa: E402
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -54,7 +53,7 @@ def stage_identity(run: Path, stage: str) -> dict:
     if not path.is_file():
         raise InputError(f"no finished {stage} stage", file=path,
                          fix="point at a finished demo run (`halign demo --out RUN`) or a bench seed folder")
-    return json.loads(path.read_text())["identity"]
+    return read_json(path, "stage manifest")["identity"]   # a truncated manifest: a clear error, not a traceback
 
 
 def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tuple[dict, str]:
@@ -113,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     missed = False
     for run, out, pipeline, text in plans:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "dpo.yaml").write_text(text)
-        (out / "variant.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        write_text(out / "dpo.yaml", text)      # atomic: a stopped replay leaves no half-written config
+        write_text(out / "variant.yaml", yaml.safe_dump(pipeline, sort_keys=False))
         print(f"{run.name}: replaying {run}'s dpo -> {out}", flush=True)
         # its own process, as bench_demo runs the demo; from the caller's folder, like the run it replays, so a
         # relative path in that run's manifests means the same
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.name}: the variant's pipeline failed (exit {rc}); its log is above")
             missed = True
             continue
-        report = json.loads((out / "eval" / "report.json").read_text())
+        report = read_json(out / "eval" / "report.json")
         sft, dpo = report["results"]["sft"], report["results"]["dpo"]
         misses = [m for m in check(report, 0.0, quick=True) if m.startswith("dpo")]
         print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f}; "
