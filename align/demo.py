@@ -41,14 +41,15 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
     total = round(time.time() - t0, 1)
     eval_report = Path(out) / "eval" / "report.json"
     if eval_report.is_file():
-        from align.report import write_report
+        from align.report import host_info, write_report
 
         print()
         figures = {"PPO: reward, hallucination and KL per step": Path(out) / "ppo" / "curves.png",
                    "GRPO: reward and KL per step": Path(out) / "grpo" / "curves.png"}
         evaluated = read_json(eval_report)
         report = write_report(Path(out), evaluated["results"],
-                              {"seed": seed, "quick": quick, "timings": stage_timings(p)}, figures=figures,
+                              {"seed": seed, "quick": quick, "timings": stage_timings(p),
+                               "host": host_info()}, figures=figures,
                               intervals={n: d.get("ci") for n, d in (evaluated.get("changes") or {}).items()})
         print_summary(report)
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
@@ -56,7 +57,7 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
 
 
 def print_summary(report: dict) -> None:
-    from align.report import change_summary
+    from align.report import change_summary, host_line
 
     changes = report.get("changes") or {}
     for name, d in changes.items():
@@ -65,3 +66,5 @@ def print_summary(report: dict) -> None:
         print("[low, high]: 95 % paired bootstrap interval of the change over the eval images / POPE questions")
     t = report.get("timings", {})
     print("stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in t.items()))
+    if report.get("host"):
+        print(host_line(report["host"]))

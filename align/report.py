@@ -100,6 +100,36 @@ def plot_metrics(results: dict, path: Path) -> Path:
     return path
 
 
+def host_info() -> dict:
+    """The machine a run's figures come from. CPUs with other vector units (AVX2, AVX-512) take other
+    floating-point kernels, so one seed draws other numbers on them: identical runs repeat only on alike
+    hosts, and a wall time is only comparable to another taken on the same kind of CPU."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    cpu = platform.machine()     # not platform.processor(): on Linux it runs `uname -p` in a subprocess
+    try:   # the marketing name, where Linux gives one
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for package in ("transformers", "trl", "peft", "accelerate", "numpy", "pillow"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "versions": versions}
+
+
+def host_line(host: dict) -> str:
+    return (f"host: {host.get('cpu')} ({host.get('cpu_capability')}), {host.get('threads')} threads, "
+            f"torch {host.get('torch')}")
+
+
 def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = None,
                  figures: dict[str, Path] | None = None, intervals: dict | None = None) -> dict:
     """report.json ({"results": ..., **extra}), report.md (table + analysis), metrics.png, and any
@@ -127,6 +157,8 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
         md.append(f"\nIn brackets: the {100 * level:.0f} % paired bootstrap interval of each change "
                   "(benchmark items re-drawn with replacement, both checkpoints scored on the same draw). "
                   "An interval that holds 0 is a change the benchmark cannot tell from noise.")
+    if extra.get("host"):
+        md.append("\n" + host_line(extra["host"]) + " (figures repeat exactly on alike CPUs only)")
     md += ["", "![metrics](metrics.png)", ""]
     for title, png in (figures or {}).items():
         if Path(png).is_file():

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from align.report import change_summary  # noqa: E402
+from align.report import change_summary, host_info, host_line  # noqa: E402
 from reward.files import write_json  # noqa: E402
 
 # issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
@@ -84,11 +84,13 @@ def summarize(misses_by_seed: dict[int, list[str]]) -> list[str]:
     return lines
 
 
-def write_bench(out: Path, misses_by_seed: dict[int, list[str]], walls: dict[int, float]) -> None:
-    """OUT/bench.json (atomic), rewritten after every seed so that a stopped bench keeps what it measured."""
+def write_bench(out: Path, misses_by_seed: dict[int, list[str]], walls: dict[int, float],
+                host: dict | None = None) -> None:
+    """OUT/bench.json (atomic), rewritten after every seed so that a stopped bench keeps what it measured.
+    `host` (align.report.host_info): wall times and figures compare only between alike CPUs."""
     write_json(out / "bench.json", {"seeds": {str(s): {"wall_s": walls.get(s), "misses": m}
                                               for s, m in misses_by_seed.items()},
-                                    "summary": summarize(misses_by_seed)})
+                                    "summary": summarize(misses_by_seed), "host": host})
 
 
 def main() -> int:
@@ -99,6 +101,8 @@ def main() -> int:
     args = ap.parse_args()
     misses_by_seed: dict[int, list[str]] = {}
     walls: dict[int, float] = {}
+    host = host_info()
+    print(host_line(host))
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         t0 = time.time()
@@ -108,7 +112,7 @@ def main() -> int:
         if proc.returncode != 0:
             print(f"seed {seed}: demo failed (exit {proc.returncode})\n{proc.stderr[-2000:]}")
             misses_by_seed[seed] = ["demo run failed"]   # its exit code is printed above
-            write_bench(Path(args.out), misses_by_seed, walls)
+            write_bench(Path(args.out), misses_by_seed, walls, host)
             continue
         report = json.loads((out / "report.json").read_text())
         for name, r in report["results"].items():
@@ -122,7 +126,7 @@ def main() -> int:
         misses = check(report, wall, args.quick)
         print(f"seed {seed}: wall {wall:.0f} s; " + ("all targets met" if not misses else "MISSED: " + "; ".join(misses)))
         misses_by_seed[seed], walls[seed] = misses, round(wall, 1)
-        write_bench(Path(args.out), misses_by_seed, walls)
+        write_bench(Path(args.out), misses_by_seed, walls, host)
     print("\n".join(summarize(misses_by_seed)))
     return 1 if any(misses_by_seed.values()) else 0
 

@@ -77,3 +77,10 @@ def test_a_bench_prints_the_summary_writes_bench_json_and_exits_1_on_a_miss(tmp_
                                                                           "misses": ["demo run failed"]}
     assert bench["seeds"]["1"]["misses"] == ["dpo POPE-adversarial F1 0.870 < SFT's 0.880"]
     assert bench["summary"][1:] == ["  missed dpo POPE-adversarial F1: seed 1", "  missed demo run failed: seed 2"]
+    # the host the walls were measured on: figures and walls compare only between alike CPUs
+    import torch
+    assert bench["host"]["torch"] == torch.__version__ and bench["host"]["threads"] == torch.get_num_threads()
+    assert bench["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and bench["host"]["cpu"]
+    import transformers
+    assert bench["host"]["versions"]["transformers"] == transformers.__version__
+    assert printed.startswith(f"host: {bench['host']['cpu']} ({torch.backends.cpu.get_cpu_capability()})")

@@ -62,6 +62,12 @@ def test_report_has_the_documented_shape(quick_run):
         assert ci["delta"] == pytest.approx(change["pope_adversarial_f1_delta"], abs=2e-4)
         assert ci["low"] <= ci["delta"] <= ci["high"]
     assert "paired bootstrap interval" in stdout
+    # the host the figures come from (another CPU's kernels draw other numbers from the same seed)
+    import torch
+    host = report["host"]
+    assert host["torch"] == torch.__version__ and host["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"({host['cpu_capability']}), {host['threads']} threads" in stdout
+    assert f"({host['cpu_capability']}), {host['threads']} threads" in (out / "report.md").read_text()
 
 
 @pytest.mark.integration
