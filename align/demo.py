@@ -52,8 +52,63 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
                                "host": host_info()}, figures=figures,
                               intervals={n: d.get("ci") for n, d in (evaluated.get("changes") or {}).items()})
         print_summary(report)
+        if not quick:          # the quality targets are for the full demo
+            print_targets(check_targets(report, total, quick=False))
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
     return 0
+
+
+# issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
+TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
+
+
+def _interval(report: dict, name: str, key: str) -> str:
+    c = (report.get("changes", {}).get(name, {}).get("ci") or {}).get(key)
+    if not c:
+        return ""
+    reaches = c["high"] >= 0 if key.endswith("_delta") else c["low"] <= -TARGET_CUT.get(name, 0.0)
+    return (f" (95 % interval [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
+            + (": within noise of the target)" if reaches else ")"))
+
+
+def check_targets(report: dict, wall: float, quick: bool) -> list[str]:
+    """Issue 2's targets (issue 6's for PPO) missed by one demo run, one message each, its target's name
+    first; [] if every one is met. With `quick`, the 10-minute wall is not checked."""
+    res = report["results"]
+    sft = res["sft"]
+    misses = []
+    if not quick and wall >= 600:
+        misses.append(f"wall {wall:.0f} s >= 600 s")
+    if sft["chair_s"] < 0.20:
+        misses.append(f"SFT CHAIR_s {sft['chair_s']:.3f} < 0.20")
+    if sft["pope"]["random"]["accuracy"] < 0.75:
+        misses.append(f"SFT POPE-random accuracy {sft['pope']['random']['accuracy']:.3f} < 0.75")
+    for name, r in res.items():
+        if name == "sft":
+            continue
+        cut = (sft["chair_s"] - r["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
+        need = TARGET_CUT.get(name, 0.0)
+        if cut < need:
+            misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%"
+                          + _interval(report, name, "chair_s_relative"))
+        if sft["recall"] - r["recall"] > 0.05:
+            misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > 0.05")
+        if name == "dpo" and r["pope"]["adversarial"]["f1"] < sft["pope"]["adversarial"]["f1"]:
+            misses.append(f"dpo POPE-adversarial F1 {r['pope']['adversarial']['f1']:.3f} < SFT's "
+                          f"{sft['pope']['adversarial']['f1']:.3f}"
+                          + _interval(report, name, "pope_adversarial_f1_delta"))
+    return misses
+
+
+def print_targets(misses: list[str]) -> None:
+    """Whether this run shows what the demo is for: an SFT model that hallucinates and answers yes/no,
+    and alignment that cuts the hallucination without losing recall or POPE."""
+    if not misses:
+        print("issue 2's targets: every one met")
+        return
+    print("issue 2's targets missed by this run: " + "; ".join(misses))
+    print("  (this tiny model's training is chaotic: another --seed, or another CPU, draws another model; "
+          "README.md, 'Other seeds')")
 
 
 def print_summary(report: dict) -> None:

@@ -21,48 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from align.demo import check_targets as check  # noqa: E402
 from align.report import change_summary, host_info, host_line  # noqa: E402
 from reward.files import write_json  # noqa: E402
-
-# issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
-TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
-
-
-def _interval(report: dict, name: str, key: str) -> str:
-    c = (report.get("changes", {}).get(name, {}).get("ci") or {}).get(key)
-    if not c:
-        return ""
-    reaches = c["high"] >= 0 if key.endswith("_delta") else c["low"] <= -TARGET_CUT.get(name, 0.0)
-    return (f" (95 % interval [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
-            + (": within noise of the target)" if reaches else ")"))
-
-
-def check(report: dict, wall: float, quick: bool) -> list[str]:
-    res = report["results"]
-    sft = res["sft"]
-    misses = []
-    if not quick and wall >= 600:
-        misses.append(f"wall {wall:.0f} s >= 600 s")
-    if sft["chair_s"] < 0.20:
-        misses.append(f"SFT CHAIR_s {sft['chair_s']:.3f} < 0.20")
-    if sft["pope"]["random"]["accuracy"] < 0.75:
-        misses.append(f"SFT POPE-random accuracy {sft['pope']['random']['accuracy']:.3f} < 0.75")
-    for name, r in res.items():
-        if name == "sft":
-            continue
-        cut = (sft["chair_s"] - r["chair_s"]) / sft["chair_s"] if sft["chair_s"] else 0.0
-        need = TARGET_CUT.get(name, 0.0)
-        if cut < need:
-            misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%"
-                          + _interval(report, name, "chair_s_relative"))
-        if sft["recall"] - r["recall"] > 0.05:
-            misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > 0.05")
-        if name == "dpo" and r["pope"]["adversarial"]["f1"] < sft["pope"]["adversarial"]["f1"]:
-            misses.append(f"dpo POPE-adversarial F1 {r['pope']['adversarial']['f1']:.3f} < SFT's "
-                          f"{sft['pope']['adversarial']['f1']:.3f}"
-                          + _interval(report, name, "pope_adversarial_f1_delta"))
-    return misses
-
 
 def target_of(miss: str) -> str:
     """The target a miss message names: its words before the first figure ("dpo CHAIR_s cut 45% < 50%" ->

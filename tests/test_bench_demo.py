@@ -84,3 +84,22 @@ def test_a_bench_prints_the_summary_writes_bench_json_and_exits_1_on_a_miss(tmp_
     import transformers
     assert bench["host"]["versions"]["transformers"] == transformers.__version__
     assert printed.startswith(f"host: {bench['host']['cpu']} ({torch.backends.cpu.get_cpu_capability()})")
+
+
+@pytest.mark.unit
+def test_the_demo_prints_the_targets_its_run_missed(capsys):
+    """`halign demo` (full) ends with the same check the bench makes, so a user sees whether the run shows
+    what the demo is for."""
+    from align.demo import check_targets, print_targets
+
+    assert bench_demo.check is check_targets
+    report = _report(0.885, None)
+    report["results"]["sft"]["chair_s"] = 0.127          # a run whose SFT model hallucinates too little
+    misses = check_targets(report, wall=945, quick=False)
+    assert misses[:2] == ["wall 945 s >= 600 s", "SFT CHAIR_s 0.127 < 0.20"]
+    print_targets(misses)
+    out = capsys.readouterr().out
+    assert out.startswith("issue 2's targets missed by this run: wall 945 s >= 600 s; SFT CHAIR_s 0.127 < 0.20")
+    assert "another --seed, or another CPU, draws another model" in out
+    print_targets(check_targets(_report(0.885, None), wall=500, quick=False))
+    assert capsys.readouterr().out == "issue 2's targets: every one met\n"
