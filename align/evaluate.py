@@ -172,14 +172,15 @@ def evaluate_checkpoint(name: str, path: str, cfg: EvalConfig, ground_truth=None
 def run_eval(cfg: EvalConfig, report_dir: str | Path | None = None, extra: dict | None = None) -> dict:
     """Evaluate every checkpoint, then write the comparison report (into report_dir, default cfg.out).
     Returns {name: results}."""
-    from align.report import write_report
+    from align.report import host_info, write_report
 
     truth = chair_ground_truth(cfg.chair) if cfg.chair else None
     all_results = {}
     for name, path in cfg.checkpoints.items():
         all_results[name] = evaluate_checkpoint(name, path, cfg, truth)
         print(summary_line(name, all_results[name]))
-    write_report(Path(report_dir or cfg.out), all_results, extra or {}, intervals=change_intervals_of(cfg))
+    write_report(Path(report_dir or cfg.out), all_results, {"host": host_info(), **(extra or {})},
+                 intervals=change_intervals_of(cfg))
     return all_results
 
 

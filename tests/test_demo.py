@@ -69,6 +69,7 @@ def test_report_has_the_documented_shape(quick_run):
     assert host["torch"] == torch.__version__ and host["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert f"({host['cpu_capability']}), {host['threads']} threads" in stdout
     assert f"({host['cpu_capability']}), {host['threads']} threads" in (out / "report.md").read_text()
+    assert json.loads((out / "eval/report.json").read_text())["host"]["torch"] == torch.__version__
 
 
 @pytest.mark.integration
