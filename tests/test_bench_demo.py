@@ -1,4 +1,4 @@
-"""scripts/bench_demo.py's target check, on hand-made reports."""
+"""The demo's target check (align.demo.check_targets, which scripts/bench_demo.py makes over several seeds), on hand-made reports and runs."""
 import importlib.util
 from pathlib import Path
 
@@ -103,3 +103,31 @@ def test_the_demo_prints_the_targets_its_run_missed(capsys):
     assert "another --seed, or another CPU, draws another model" in out
     print_targets(check_targets(_report(0.885, None), wall=500, quick=False))
     assert capsys.readouterr().out == "issue 2's targets: every one met\n"
+
+
+@pytest.mark.unit
+def test_a_full_demo_checks_its_targets_on_the_stages_own_wall_times(tmp_path, monkeypatch, capsys):
+    """align.demo.demo on a finished run (the pipeline stubbed out, as a --resume that skips every stage):
+    the wall it checks is the sum of the stages' recorded times, not this invocation's few seconds."""
+    import json
+
+    import align.pipeline
+    from align.demo import DEMO_DIR, demo
+    from align.pipeline import load_pipeline
+
+    stages = [s.name for s in load_pipeline(DEMO_DIR / "pipeline.yaml", out=tmp_path, seed=0).stages]
+    for name in stages:
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "stage.json").write_text(json.dumps({"stage": name, "wall_time_s": 60.0}))
+    setting = lambda acc, f1: {"accuracy": acc, "f1": f1, "yes_ratio": 0.5}   # noqa: E731
+    result = lambda chair_s, f1: {"chair_s": chair_s, "chair_i": chair_s / 2, "recall": 0.85,   # noqa: E731
+                                  "pope": {s: setting(0.9, f1) for s in ("random", "popular", "adversarial")}}
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(
+        {"results": {"sft": result(0.127, 0.88), "dpo": result(0.05, 0.89)}}))
+    monkeypatch.setattr(align.pipeline, "run_pipeline", lambda p, resume=False: None)
+
+    assert demo(out=tmp_path, seed=0, quick=False, resume=True) == 0
+    printed = capsys.readouterr().out
+    wall = 60 * len(stages)
+    assert f"issue 2's targets missed by this run: wall {wall} s >= 600 s; SFT CHAIR_s 0.127 < 0.20" in printed
+    assert json.loads((tmp_path / "report.json").read_text())["host"]["cpu"]
