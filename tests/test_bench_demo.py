@@ -1,4 +1,5 @@
-"""The demo's target check (align.demo.check_targets, which scripts/bench_demo.py makes over several seeds), on hand-made reports and runs."""
+"""The demo's target check (align.demo.check_targets, which scripts/bench_demo.py makes over several
+seeds), on hand-made reports and runs."""
 import importlib.util
 from pathlib import Path
 
