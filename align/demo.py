@@ -50,7 +50,8 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
         evaluated = read_json(eval_report)
         report = write_report(Path(out), evaluated["results"],
                               {"seed": seed, "quick": quick, "timings": stage_timings(p),
-                               "host": host_info()}, figures=figures,
+                               # the host the figures came from (a resumed run's eval stage may be older)
+                               "host": evaluated.get("host") or host_info()}, figures=figures,
                               intervals={n: d.get("ci") for n, d in (evaluated.get("changes") or {}).items()})
         print_summary(report)
         if not quick:          # the quality targets are for the full demo

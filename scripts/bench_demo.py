@@ -13,7 +13,6 @@ after every seed, so a stopped bench keeps what it measured).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from align.demo import check_targets as check  # noqa: E402
 from align.report import change_summary, host_info, host_line  # noqa: E402
-from reward.files import write_json  # noqa: E402
+from reward.files import read_json, write_json  # noqa: E402
 
 def target_of(miss: str) -> str:
     """The target a miss message names: its words before the first figure ("dpo CHAIR_s cut 45% < 50%" ->
@@ -75,7 +74,7 @@ def main() -> int:
             misses_by_seed[seed] = ["demo run failed"]   # its exit code is printed above
             write_bench(Path(args.out), misses_by_seed, walls, host)
             continue
-        report = json.loads((out / "report.json").read_text())
+        report = read_json(out / "report.json")
         for name, r in report["results"].items():
             p = r["pope"]
             print(f"seed {seed} {name:>5}: CHAIR_s {100 * r['chair_s']:5.1f}  CHAIR_i {100 * r['chair_i']:5.1f}  "

@@ -27,9 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_demo import check  # noqa: E402
-
+from align.demo import check_targets  # noqa: E402
 from align.report import change_summary  # noqa: E402
 from reward.files import InputError, read_json, write_text  # noqa: E402
 
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = read_json(out / "eval" / "report.json")
         sft, dpo = report["results"]["sft"], report["results"]["dpo"]
-        misses = [m for m in check(report, 0.0, quick=True) if m.startswith("dpo")]
+        misses = [m for m in check_targets(report, 0.0, quick=True) if m.startswith("dpo")]
         print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f}; "
               f"dpo vs sft: {change_summary(report['changes']['dpo'])}; "
               + ("DPO targets met" if not misses else "MISSED: " + "; ".join(misses)))
