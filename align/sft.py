@@ -167,6 +167,51 @@ def fast_assistant_masks(trainer) -> None:
         collator.processor = ListModeChatTemplate(collator.processor)
 
 
+def weighted_sft_trainer():
+    """TRL's SFTTrainer, plus rows' optional `weight`: each row's supervised tokens count `weight` times.
+
+    TRL 1.16 has no per-sample loss weights. The collator carries the dataset's `weight` column as a
+    `row_weights` tensor, and a forward hook scales the per-token log-probabilities of TRL's fused LM head
+    row by row, so the loss stays TRL's own token mean (same normalizer) and its logged entropy and
+    accuracy stay unweighted."""
+    import torch
+    from trl import SFTTrainer
+
+    class WeightedSFTTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            inner = self.data_collator
+
+            def collate(examples):
+                weights = [float(ex.pop("weight", 1.0)) for ex in examples]
+                batch = inner(examples)
+                batch["row_weights"] = torch.tensor(weights)
+                return batch
+            self.data_collator = collate
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("row_weights", None)
+            if weights is None or bool((weights == 1).all()):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self.compute_loss_func is not None or self.label_smoother is not None or \
+                    self.args.loss_type != "nll":
+                raise InputError("row weights work with SFT's plain token loss only",
+                                 fix="leave `loss_type: nll` and `label_smoothing_factor: 0`, or drop the "
+                                     "rows' 'weight' fields")
+
+            def scale(module, args, kwargs, output):
+                if getattr(output, "log_probs", None) is not None:   # the fused head's (rows, tokens)
+                    output.log_probs = output.log_probs * weights.to(output.log_probs)[:, None]
+                return output
+            hook = self.model.register_forward_hook(scale, with_kwargs=True)
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                hook.remove()
+
+    return WeightedSFTTrainer
+
+
 def is_main_rank() -> bool:
     import os
     return os.environ.get("RANK", "0") == "0"
@@ -180,12 +225,14 @@ def run_sft(cfg) -> dict:
     t0 = time.time()
     model, processor, peft_config = prepare_model(cfg, stage="sft")
     dataset = load_sft_dataset(cfg, processor)
-    if cfg.length_column_name in dataset.column_names:
-        # the Trainer drops columns outside TRL's list (messages, images, ...) before it builds the length-
-        # grouped sampler, which then finds no lengths; the rows hold nothing else, so keep them all
+    weighted = "weight" in dataset.column_names
+    if weighted or cfg.length_column_name in dataset.column_names:
+        # the Trainer drops columns outside TRL's list (messages, images, ...): the length-grouped sampler
+        # would find no lengths, the collator no row weights; the rows hold nothing else, so keep them all
         cfg.remove_unused_columns = False
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
-                         peft_config=peft_config)
+    trainer_class = weighted_sft_trainer() if weighted else SFTTrainer
+    trainer = trainer_class(model=model, args=cfg, train_dataset=dataset, processing_class=processor,
+                            peft_config=peft_config)
     fast_assistant_masks(trainer)
     from align.distributed import check_data_parallel
     processes = check_data_parallel(trainer)

@@ -2,6 +2,7 @@
 
 Row layout (TRL's conversational vision format, image paths relative to an images folder):
     {"images": ["images/train/000001.png"], "messages": [{"role": "user", "content": [...]}, ...]}
+An optional "weight" (> 0, default 1) scales the row's supervised tokens in the SFT loss.
 Every row is checked on load (fields, roles, image files inside the folder) so that a bad row is reported
 with its file and line before any training starts, never as a traceback mid-run.
 """
@@ -85,16 +86,22 @@ def load_conversations(path: str | Path, images_dir: str | Path | None = None, m
             if n_slots and n_slots != len(files):
                 raise InputError(f"{n_slots} image slots in the messages but {len(files)} images", file=path,
                                  record=record, fix="give one image per {\"type\": \"image\"} part")
+            weight = rec.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise InputError(f"'weight' must be a positive number, not {weight!r}", file=path, record=record,
+                                 fix="give the row's loss weight as a number > 0, or leave it out (1)")
         except InputError:
             if not skip_bad:
                 raise
             skipped += 1
             continue
-        rows.append({"images": files, "messages": rec["messages"]})
+        rows.append({"images": files, "messages": rec["messages"], "weight": float(weight)})
         if max_samples and len(rows) >= max_samples:
             break
     if not rows:
         raise InputError("no usable rows", file=path, fix="check the file's contents")
+    if all(r["weight"] == 1.0 for r in rows):   # the common case: no column, nothing for a trainer to carry
+        rows = [{"images": r["images"], "messages": r["messages"]} for r in rows]
     ds = Dataset.from_list(rows)
     ds = ds.cast_column("images", Sequence(Image(decode=decode)))
     ds.info.description = f"{len(rows)} rows from {path}; {skipped} skipped"
