@@ -62,6 +62,7 @@ class WorldConfig:
     # answered "Yes."), as when one annotator writes both: POPE-adversarial then has a hallucination to measure
     question_noise: float = 0.0
     companion_next_prob: float = 0.15  # else named last: greedy decoding then adds it instead of stopping
+    question_weight: float = 1.0       # SFT loss weight written on each yes/no conversation row
     count_weights: tuple = (0.15, 0.30, 0.30, 0.25)   # P(1, 2, 3, 4 objects)
     supersample: int = 4
     noise: float = 6.0
@@ -71,6 +72,9 @@ class WorldConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"world {name} {getattr(self, name)} is not a rate",
                                  fix=f"give {name} a number in [0, 1]")
+        if not self.question_weight > 0:
+            raise InputError(f"world question_weight {self.question_weight} is not a loss weight",
+                             fix="give question_weight a number > 0 (1: a question row weighs like a caption)")
 
 
 @dataclass
@@ -288,7 +292,8 @@ def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: Worl
         for i, (q, a) in enumerate(questions):
             turns += [_user(q) if i == 0 else {"role": "user", "content": [{"type": "text", "text": q}]},
                       _assistant(a)]
-        sft_rows.append({"image_id": scene.image_id, "images": [rel], "messages": turns})
+        row = {"image_id": scene.image_id, "images": [rel], "messages": turns}
+        sft_rows.append({**row, "weight": cfg.question_weight} if cfg.question_weight != 1 else row)
     return k, n_noisy_questions
 
 

@@ -216,6 +216,21 @@ def test_world_rates_outside_0_1_are_refused_with_the_field_named():
         WorldConfig(question_noise=1.5)
     with pytest.raises(InputError, match="companion_next_prob"):
         WorldConfig(companion_next_prob=-0.1)
+    with pytest.raises(InputError, match="question_weight"):
+        WorldConfig(question_weight=0)
+
+
+@pytest.mark.unit
+def test_question_weight_is_written_on_the_question_rows_only(tmp_path, world):
+    out = tmp_path / "weighted"
+    build_world(out, WorldConfig(n_train=120, n_pairs=4, n_eval=4, seed=3, question_weight=2.0))
+    rows = [json.loads(line) for line in (out / "sft_train.jsonl").read_text().splitlines()]
+    questions = [r for r in rows if len(r["messages"]) > 2]
+    captions = [r for r in rows if len(r["messages"]) == 2]
+    assert len(questions) == len(captions) == 120
+    assert {r.get("weight") for r in questions} == {2.0} and all("weight" not in r for r in captions)
+    default, _ = world          # weight 1 writes no field at all: the default world's rows are plain
+    assert all("weight" not in json.loads(line) for line in (default / "sft_train.jsonl").read_text().splitlines())
 
 
 @pytest.mark.unit
