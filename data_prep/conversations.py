@@ -87,7 +87,7 @@ def load_conversations(path: str | Path, images_dir: str | Path | None = None, m
                 raise InputError(f"{n_slots} image slots in the messages but {len(files)} images", file=path,
                                  record=record, fix="give one image per {\"type\": \"image\"} part")
             weight = rec.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
                 raise InputError(f"'weight' must be a positive number, not {weight!r}", file=path, record=record,
                                  fix="give the row's loss weight as a number > 0, or leave it out (1)")
         except InputError:

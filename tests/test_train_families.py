@@ -152,6 +152,25 @@ def test_sft_groups_rows_by_their_exact_lengths(family, world, checkpoints, tmp_
     assert metrics["steps"] == 3 and math.isfinite(metrics["train_loss"])
 
 
+@pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
+def test_sft_row_weights_reach_the_loss(use_peft, world, checkpoints, tmp_path):
+    """`halign sft` on rows that all weigh 3: Adam without clipping takes the very same steps (its update
+    ignores the loss's scale), so the logged loss is exactly 3x the unweighted run's. A run that dropped the
+    weights would log the same loss."""
+    import json
+
+    from align.sft import run_sft
+
+    weighted = tmp_path / "weighted.jsonl"
+    weighted.write_text("".join(json.dumps({**json.loads(line), "weight": 3}) + "\n"
+                                for line in Path(world["sft"]).read_text().splitlines() if line.strip()))
+    common = dict(use_peft=use_peft, assistant_only_loss=True, max_grad_norm=0, images_dir=Path(world["sft"]).parent)
+    plain = run_sft(stage_config("sft", tmp_path / "plain", checkpoints["llava-clip"], world["sft"], **common))
+    heavy = run_sft(stage_config("sft", tmp_path / "heavy", checkpoints["llava-clip"], weighted, **common))
+    assert heavy["steps"] == plain["steps"] == 2
+    assert heavy["train_loss"] == pytest.approx(3 * plain["train_loss"], rel=1e-3)
+
+
 @pytest.mark.parametrize("family", DPO_FAMILIES)
 def test_hallucination_losses_train_every_family(family, world, checkpoints, tmp_path):
     from align.dpo import run_dpo
