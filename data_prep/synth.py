@@ -46,6 +46,7 @@ COLOURS = {
 CAPTION_PROMPT = "Describe the image."
 QUESTION_TEMPLATE = "Is there a{n} {object} in the image?"
 SPLITS = ("train", "pairs", "eval")
+CAPTION_ORDERS = ("reading", "kind")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class WorldConfig:
     question_noise: float = 0.0
     companion_next_prob: float = 0.15  # else named last: greedy decoding then adds it instead of stopping
     question_weight: float = 1.0       # SFT loss weight written on each yes/no conversation row
+    # the order captions name the present objects in: "reading" (left to right) or "kind" (KINDS' fixed
+    # order, then left to right); a noisy caption's absent companion comes where companion_next_prob says
+    caption_order: str = "reading"
     count_weights: tuple = (0.15, 0.30, 0.30, 0.25)   # P(1, 2, 3, 4 objects)
     supersample: int = 4
     noise: float = 6.0
@@ -72,6 +76,9 @@ class WorldConfig:
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"world {name} {getattr(self, name)} is not a rate",
                                  fix=f"give {name} a number in [0, 1]")
+        if self.caption_order not in CAPTION_ORDERS:
+            raise InputError(f"world caption_order {self.caption_order!r} is not one of {', '.join(CAPTION_ORDERS)}",
+                             fix="give caption_order: reading (left to right) or kind (the fixed kind order)")
         if not self.question_weight > 0:
             raise InputError(f"world question_weight {self.question_weight} is not a loss weight",
                              fix="give question_weight a number > 0 (1: a question row weighs like a caption)")
@@ -182,12 +189,19 @@ def render_scene(scene: Scene, cfg: WorldConfig, rng: random.Random) -> Image.Im
 
 
 # ---------------------------------------------------------------- captions
-def describe(shapes: list[tuple[str, str]], rng: random.Random, forms: dict[str, list[str]]) -> str:
-    """A caption listing (colour, kind) pairs, with synonyms now and then ("disc", "crescent moon")."""
+def describe(shapes: list[tuple[str, str]], rng: random.Random, forms: dict[str, list[str]],
+             order: list[int] | None = None) -> str:
+    """A caption listing (colour, kind) pairs, with synonyms now and then ("disc", "crescent moon").
+
+    `order` lists the pairs' indices in the order the caption names them (default: as given). The synonym
+    draws follow `shapes` either way, so another caption order leaves the world's random stream, and with
+    it every later image, unchanged."""
     phrases = []
     for colour, kind in shapes:
         noun = kind if rng.random() < 0.75 else rng.choice(forms[kind])
         phrases.append(f"{article(colour)} {colour} {noun}")
+    if order is not None:
+        phrases = [phrases[i] for i in order]
     if len(phrases) == 1:
         tpl = rng.choice(["{} .", "There is {} .", "An image of {} .", "A picture with {} ."])
         text = tpl.format(phrases[0])
@@ -207,24 +221,47 @@ def scene_objects(scene: Scene) -> list[tuple[str, str]]:
     return [(s.colour, s.kind) for s in sorted(scene.shapes, key=lambda s: (s.bbox[0], s.bbox[1]))]
 
 
+def naming_order(objs: list[tuple[str, str]], order: str, companion_at: int | None = None,
+                 next_to_partner: bool = False) -> list[int] | None:
+    """The order a caption names `objs` (reading order, companion inserted) in: None keeps reading order;
+    "kind" groups them in KINDS' fixed order and keeps the absent companion last or after its partner.
+
+    In a fixed kind order a caption never returns to a kind it has passed, so the text itself tells a model
+    not to name a kind again: with reading order the demo's small VLM often repeats an object ("a green
+    star, a green star and a red moon") in the place where its noisy captions put a hallucination."""
+    if order == "reading":
+        return None
+    present = sorted((i for i in range(len(objs)) if i != companion_at),
+                     key=lambda i: (KINDS.index(objs[i][1]), i))
+    if companion_at is None:
+        return present
+    if not next_to_partner:
+        return present + [companion_at]
+    after = present.index(companion_at - 1) + 1        # the partner stands right before it in reading order
+    return present[:after] + [companion_at] + present[after:]
+
+
 def lonely_leaders(kinds: list[str]) -> list[str]:
     """The present leader kinds whose companion is absent: what a noisy caption may add the partner of."""
     return [k for k in kinds if k in LEADERS and COMPANION[k] not in kinds]
 
 
 def add_companion(scene: Scene, rng: random.Random, next_prob: float = 0.15
-                  ) -> tuple[list[tuple[str, str]], str | None]:
-    """The scene's objects plus, where possible, the absent companion of a present one (None if none)."""
+                  ) -> tuple[list[tuple[str, str]], str | None, int | None, bool]:
+    """The scene's objects plus, where possible, the absent companion of a present one: (objects, the
+    companion's kind, its index, whether it stands right after its partner); (objects, None, None, False)
+    if no present kind lacks its companion."""
     objs = scene_objects(scene)
     lonely = lonely_leaders([k for _, k in objs])
     if not lonely:
-        return objs, None
+        return objs, None, None, False
     partner = rng.choice(lonely)
     extra = (rng.choice(list(COLOURS)), COMPANION[partner])
     at = [i for i, (_, k) in enumerate(objs) if k == partner][0]
     # sometimes right after its partner ("a star and a moon"), mostly at the end of the list
-    objs = objs[: at + 1] + [extra] + objs[at + 1:] if rng.random() < next_prob else objs + [extra]
-    return objs, extra[1]
+    if rng.random() < next_prob:
+        return objs[: at + 1] + [extra] + objs[at + 1:], extra[1], at + 1, True
+    return objs + [extra], extra[1], len(objs), False
 
 
 def yes_no_questions(scene: Scene, rng: random.Random, n: int) -> list[tuple[str, str]]:
@@ -274,9 +311,9 @@ def _training_captions(scenes: list[Scene], rng: random.Random, forms, cfg: Worl
     k = min(len(eligible), round(cfg.hallucination_rate * len(scenes)))
     chosen = set(rng.sample(eligible, k))
     for i, scene in enumerate(scenes):
-        objs, extra = add_companion(scene, rng, cfg.companion_next_prob) if i in chosen else \
-            (scene_objects(scene), None)
-        text = describe(objs, rng, forms)
+        objs, extra, at, next_to = add_companion(scene, rng, cfg.companion_next_prob) if i in chosen else \
+            (scene_objects(scene), None, None, False)
+        text = describe(objs, rng, forms, naming_order(objs, cfg.caption_order, at, next_to))
         rel = f"images/train/{scene.image_id:06d}.png"
         noisy.append({"id": len(noisy) + 1, "image_id": scene.image_id, "caption": text,
                       "hallucinated": [extra] if extra else []})
@@ -326,9 +363,10 @@ def build_world(out: Path, cfg: WorldConfig) -> dict:
                              "bbox": list(s.bbox), "area": round(s.bbox[2] * s.bbox[3], 2),
                              "iscrowd": 0, "colour": s.colour})
                 ann_id += 1
+            objs = scene_objects(scene)
             for _ in range(2):
                 caps.append({"id": len(caps) + 1, "image_id": next_id,
-                             "caption": describe(scene_objects(scene), rng, forms)})
+                             "caption": describe(objs, rng, forms, naming_order(objs, cfg.caption_order))})
             prompts.append({"image_id": next_id, "image": rel, "prompt": CAPTION_PROMPT})
             scenes.append(scene)
             next_id += 1

@@ -218,6 +218,31 @@ def test_world_rates_outside_0_1_are_refused_with_the_field_named():
         WorldConfig(companion_next_prob=-0.1)
     with pytest.raises(InputError, match="question_weight"):
         WorldConfig(question_weight=0)
+    with pytest.raises(InputError, match="caption_order"):
+        WorldConfig(caption_order="random")
+
+
+@pytest.mark.unit
+def test_caption_order_kind_names_kinds_in_the_fixed_order(tmp_path, world):
+    out = tmp_path / "kind"
+    build_world(out, WorldConfig(n_train=120, n_pairs=30, n_eval=30, seed=3, caption_order="kind",
+                                 companion_next_prob=0.0))
+    rank = {k: i for i, k in enumerate(KINDS)}
+    noisy = _coco(out / "noisy_captions_train.json")["annotations"]
+    clean = [c for split in ("train", "pairs", "eval") for c in _coco(out / f"captions_{split}.json")["annotations"]]
+    for c in noisy + clean:
+        kinds = [m.object for m in extract_mentions(c["caption"], "shapes")]
+        if c.get("hallucinated"):
+            assert kinds[-1] == c["hallucinated"][0]     # the absent companion still comes last
+            kinds = kinds[:-1]
+        assert [rank[k] for k in kinds] == sorted(rank[k] for k in kinds), c["caption"]
+    # the default (reading order) world leaves kinds unsorted somewhere; the images are the same
+    default, _ = world
+    assert any([rank[m.object] for m in extract_mentions(c["caption"], "shapes")] !=
+               sorted(rank[m.object] for m in extract_mentions(c["caption"], "shapes"))
+               for c in _coco(default / "captions_train.json")["annotations"])
+    assert filecmp.cmp(out / "instances_train.json", default / "instances_train.json", shallow=False)
+    assert len(noisy) == 120 and sum(bool(c["hallucinated"]) for c in noisy) == 36
 
 
 @pytest.mark.unit
@@ -244,3 +269,15 @@ def test_believe_turns_the_companion_question_to_yes_or_asks_it():
     assert replaced == qs[:2] + [("Is there a ring in the image?", "Yes.")]         # the last absent one
     only_yes = [("Is there a star in the image?", "Yes.")]
     assert believe(only_yes, "moon") == only_yes + [("Is there a moon in the image?", "Yes.")]
+
+
+@pytest.mark.unit
+def test_naming_order_keeps_the_companion_last_or_after_its_partner():
+    from data_prep.synth import naming_order
+
+    objs = [("red", "star"), ("green", "circle"), ("blue", "moon")]        # moon: the absent companion
+    assert naming_order(objs, "reading", 2) is None
+    assert naming_order(objs, "kind", 2, next_to_partner=False) == [1, 0, 2]
+    assert naming_order(objs[:2], "kind") == [1, 0]
+    beside = [("red", "star"), ("blue", "moon"), ("green", "circle")]      # "a star and a moon", then a circle
+    assert naming_order(beside, "kind", 1, next_to_partner=True) == [2, 0, 1]
