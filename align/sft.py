@@ -180,6 +180,13 @@ def weighted_sft_trainer():
     class WeightedSFTTrainer(SFTTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            # refused before the first step: the hook below scales the fused head's log-probs, which only
+            # TRL's plain token loss sums
+            if self.compute_loss_func is not None or self.label_smoother is not None or \
+                    self.args.loss_type != "nll":
+                raise InputError("row weights work with SFT's plain token loss only",
+                                 fix="leave `loss_type: nll` and `label_smoothing_factor: 0`, or drop the "
+                                     "rows' 'weight' fields")
             inner = self.data_collator
 
             def collate(examples):
@@ -193,11 +200,6 @@ def weighted_sft_trainer():
             weights = inputs.pop("row_weights", None)
             if weights is None or bool((weights == 1).all()):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if self.compute_loss_func is not None or self.label_smoother is not None or \
-                    self.args.loss_type != "nll":
-                raise InputError("row weights work with SFT's plain token loss only",
-                                 fix="leave `loss_type: nll` and `label_smoothing_factor: 0`, or drop the "
-                                     "rows' 'weight' fields")
 
             def scale(module, args, kwargs, output):
                 if getattr(output, "log_probs", None) is not None:   # the fused head's (rows, tokens)

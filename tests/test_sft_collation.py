@@ -98,6 +98,21 @@ def test_row_weights_scale_each_rows_token_loss(tmp_path):
     assert not torch.isclose(weighted, unweighted, rtol=1e-2)
 
 
+def test_row_weights_with_another_sft_loss_are_refused_before_training(tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from align.sft import weighted_sft_trainer
+    from reward.files import InputError
+
+    model, processor = build_tiny_in_memory("llava-clip")
+    dataset = Dataset.from_list([{**r, "weight": 2.0} for r in _rows()])
+    args = SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, report_to="none", use_cpu=True,
+                     remove_unused_columns=False, max_length=None, loss_type="dft")
+    with pytest.raises(InputError, match="plain token loss"):
+        weighted_sft_trainer()(model=model, args=args, train_dataset=dataset, processing_class=processor)
+
+
 def test_a_bad_row_weight_names_the_line(tmp_path):
     import json
 
