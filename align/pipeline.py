@@ -3,7 +3,9 @@
 A pipeline YAML names stages in order; each runs into `RUN/STAGE/` and leaves a `stage.json` manifest
 (resolved config, inputs with their hashes, outputs, metrics, package versions, wall time). With
 `--resume` a stage whose manifest matches its config and inputs is skipped, and an interrupted training
-stage continues from its last checkpoint.
+stage continues from its last checkpoint. Paths compare relative to the run folder, so a copy of a finished
+run (`cp -a runs/demo runs/try`, then `--out runs/try --resume` with one stage's config changed) reruns only
+that stage and the stages after it that read its outputs.
 
     name: demo                       # RUN = runs_dir/name (or --out)
     runs_dir: runs
@@ -261,7 +263,29 @@ def versions() -> dict:
     return out
 
 
-def manifest_matches(stage_dir: Path, identity: dict) -> bool:
+def relabel(value, roots: dict[str, str]):
+    """`value` with every path under a root written from its placeholder ("/x/runs/demo/sft/model" ->
+    "{run}/sft/model"), so that a run copied or moved elsewhere still matches its manifests."""
+    if isinstance(value, str):
+        for name, root in sorted(roots.items(), key=lambda kv: -len(kv[1])):   # the deepest root first
+            if value == root or value.startswith(root + os.sep):
+                return name + value[len(root):]
+        return value
+    if isinstance(value, dict):
+        return {relabel(k, roots): relabel(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relabel(v, roots) for v in value]
+    return value
+
+
+def same_identity(record: dict, identity: dict, roots: dict[str, str]) -> bool:
+    """Whether a manifest (or stage.started.json) `record` was written for `identity`. Paths compare relative
+    to the run folder and the configs folder each side had; a record without `roots` (written before they
+    were recorded) compares with today's."""
+    return relabel(record.get("identity"), record.get("roots") or roots) == relabel(identity, roots)
+
+
+def manifest_matches(stage_dir: Path, identity: dict, roots: dict[str, str]) -> bool:
     path = stage_dir / "stage.json"
     if not path.is_file():
         return False
@@ -269,7 +293,7 @@ def manifest_matches(stage_dir: Path, identity: dict) -> bool:
         m = read_json(path)
     except InputError:
         return False
-    return m.get("identity") == identity
+    return same_identity(m, identity, roots)
 
 
 # ---------------------------------------------------------------- running
@@ -285,6 +309,9 @@ def run_pipeline(p: Pipeline, resume: bool = False, only: str | None = None, sta
     selected = [only] if only else names[names.index(start):] if start else names
     p.run_dir.mkdir(parents=True, exist_ok=True)
     var = variables(p)
+    # identities hold absolute paths (the export's lineage and scripts/dpo_variant.py follow them); they
+    # compare relative to these
+    roots = {"{run}": var["run"], "{configs}": var["configs"]}
     manifests = {}
     for st in p.stages:
         stage_dir = p.run_dir / st.name
@@ -297,20 +324,20 @@ def run_pipeline(p: Pipeline, resume: bool = False, only: str | None = None, sta
         identity = {"kind": st.kind, "args": args, "config": st.config, "config_text": config_text,
                     "accelerate_config": st.accelerate_config,
                     "inputs": stage_inputs(args, stage_dir, resolve(st.config, var) if st.config else None)}
-        if resume and manifest_matches(stage_dir, identity):
+        if resume and manifest_matches(stage_dir, identity, roots):
             manifests[st.name] = read_json(stage_dir / "stage.json")
             print(f"[{st.name}] up to date, skipped (--resume)")
             continue
         started = stage_dir / "stage.started.json"
         continue_training = (resume and st.kind in TRAINING_KINDS and started.is_file()
-                             and read_json(started).get("identity") == identity)
+                             and same_identity(read_json(started), identity, roots))
         stage_dir.mkdir(parents=True, exist_ok=True)
-        write_json(started, {"identity": identity})
+        write_json(started, {"identity": identity, "roots": roots})
         print(f"[{st.name}] {st.kind} ..." + (" (continuing from the last checkpoint)" if continue_training else ""))
         t0 = time.time()
         metrics = run_stage(st, args, stage_dir, p, var, continue_training)
         wall = round(time.time() - t0, 1)
-        manifest = {"stage": st.name, "identity": identity, "outputs": sorted(
+        manifest = {"stage": st.name, "identity": identity, "roots": roots, "outputs": sorted(
             str(q.relative_to(stage_dir)) for q in stage_dir.iterdir() if not q.name.startswith(("stage.", "."))),
             "metrics": metrics, "versions": versions(), "wall_time_s": wall,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

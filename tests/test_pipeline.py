@@ -1,9 +1,10 @@
 """The pipeline runner on cheap stages: placeholders, manifests, --resume, --only, bad configs."""
 import json
+import shutil
 
 import pytest
 
-from align.pipeline import fingerprint, load_pipeline, resolve, run_pipeline
+from align.pipeline import fingerprint, load_pipeline, relabel, resolve, run_pipeline
 from reward.files import InputError
 
 PIPELINE = """
@@ -51,6 +52,46 @@ def test_run_writes_manifests_and_resume_skips_unchanged_stages(tmp_path, capsys
 
 def m_inputs(path):
     return json.loads(path.read_text())["identity"]["inputs"]
+
+
+@pytest.mark.unit
+def test_resume_skips_the_stages_of_a_run_copied_elsewhere(tmp_path, capsys):
+    # copying a finished run to try another setting of a late stage must not redo the early ones
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"))
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    capsys.readouterr()
+    done = run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
+    out = capsys.readouterr().out
+    assert "[world] up to date, skipped" in out and "[pope] up to date, skipped" in out
+    # the copy's manifests still name the run the stages ran in (the export's lineage follows them)
+    assert done["pope"]["identity"]["args"]["annotations"] == str((tmp_path / "run/world/instances_eval.json").resolve())
+    # and a changed input in the copy is still seen
+    f = tmp_path / "copy/world/instances_eval.json"
+    data = json.loads(f.read_text())
+    f.write_text(json.dumps({**data, "annotations": data["annotations"][:-1]}))
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
+    out = capsys.readouterr().out
+    assert "[world] up to date, skipped" in out and "[pope] pope ..." in out
+
+
+@pytest.mark.unit
+def test_resume_matches_manifests_written_before_roots_were_recorded(tmp_path, capsys):
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"))
+    for stage in ("world", "pope"):
+        f = tmp_path / "run" / stage / "stage.json"
+        m = json.loads(f.read_text())
+        del m["roots"]
+        f.write_text(json.dumps(m))
+    capsys.readouterr()
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"), resume=True)
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
+
+
+@pytest.mark.unit
+def test_relabel_writes_paths_under_a_root_from_its_placeholder():
+    roots = {"{run}": "/r/demo", "{configs}": "/r/demo/configs"}
+    assert relabel({"/r/demo/sft/model": ["/r/demo", "/r/demo2/x", "/r/demo/configs/a.yaml", 3]}, roots) == {
+        "{run}/sft/model": ["{run}", "/r/demo2/x", "{configs}/a.yaml", 3]}
 
 
 @pytest.mark.unit
