@@ -5,7 +5,8 @@ A pipeline YAML names stages in order; each runs into `RUN/STAGE/` and leaves a 
 `--resume` a stage whose manifest matches its config and inputs is skipped, and an interrupted training
 stage continues from its last checkpoint. Paths compare relative to the run folder, so a copy of a finished
 run (`cp -a runs/demo runs/try`, then `--out runs/try --resume` with one stage's config changed) reruns only
-that stage and the stages after it that read its outputs.
+that stage and the stages after it that read its outputs. (A LoRA stage's adapter names its base model by
+absolute path: after moving, rather than copying, a run with LoRA stages, rerun them with --from.)
 
     name: demo                       # RUN = runs_dir/name (or --out)
     runs_dir: runs
