@@ -279,11 +279,30 @@ def relabel(value, roots: dict[str, str]):
     return value
 
 
+def recorded_roots(record: dict, identity: dict, roots: dict[str, str]) -> dict[str, str]:
+    """The roots `record` was written under: its own, or, for a record from before they were recorded,
+    today's with each root moved to where the record's input paths put it (an input "/old/run/world" beside
+    today's "/new/run/world" puts {run} at /old/run), so an older run copied elsewhere still resumes."""
+    if record.get("roots"):
+        return record["roots"]
+    theirs = list(((record.get("identity") or {}).get("inputs") or {}))
+    found = dict(roots)
+    for name, root in roots.items():
+        for path in (identity.get("inputs") or {}):
+            if path.startswith(root + os.sep):
+                tail = path[len(root):]   # starts with os.sep: "/world" never matches "/x/otherworld"
+                old = next((q[:-len(tail)] for q in theirs if q.endswith(tail) and len(q) > len(tail)), None)
+                if old:
+                    found[name] = old
+                    break
+    return found
+
+
 def same_identity(record: dict, identity: dict, roots: dict[str, str]) -> bool:
     """Whether a manifest (or stage.started.json) `record` was written for `identity`. Paths compare relative
-    to the run folder and the configs folder each side had; a record without `roots` (written before they
-    were recorded) compares with today's."""
-    return relabel(record.get("identity"), record.get("roots") or roots) == relabel(identity, roots)
+    to the run folder and the configs folder each side had (inputs compare by content hash as well, so a
+    root found wrongly can only fail to match)."""
+    return relabel(record.get("identity"), recorded_roots(record, identity, roots)) == relabel(identity, roots)
 
 
 def manifest_matches(stage_dir: Path, identity: dict, roots: dict[str, str]) -> bool:

@@ -85,6 +85,17 @@ def test_resume_matches_manifests_written_before_roots_were_recorded(tmp_path, c
     capsys.readouterr()
     run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"), resume=True)
     assert capsys.readouterr().out.count("up to date, skipped") == 2
+    # such a run copied elsewhere resumes too: its manifests' paths say where it ran
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
+    # and a changed input in the copy is still seen
+    f = tmp_path / "copy/world/instances_eval.json"
+    data = json.loads(f.read_text())
+    f.write_text(json.dumps({**data, "annotations": data["annotations"][:-1]}))
+    run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
+    out = capsys.readouterr().out
+    assert "[world] up to date, skipped" in out and "[pope] pope ..." in out
 
 
 @pytest.mark.unit
