@@ -54,6 +54,13 @@ def m_inputs(path):
     return json.loads(path.read_text())["identity"]["inputs"]
 
 
+def _drop_an_annotation(run):
+    """Change an input of the pope stage (the world's eval annotations lose their last box)."""
+    f = run / "world/instances_eval.json"
+    data = json.loads(f.read_text())
+    f.write_text(json.dumps({**data, "annotations": data["annotations"][:-1]}))
+
+
 @pytest.mark.unit
 def test_resume_skips_the_stages_of_a_run_copied_elsewhere(tmp_path, capsys):
     # copying a finished run to try another setting of a late stage must not redo the early ones
@@ -66,9 +73,7 @@ def test_resume_skips_the_stages_of_a_run_copied_elsewhere(tmp_path, capsys):
     # the copy's manifests still name the run the stages ran in (the export's lineage follows them)
     assert done["pope"]["identity"]["args"]["annotations"] == str((tmp_path / "run/world/instances_eval.json").resolve())
     # and a changed input in the copy is still seen
-    f = tmp_path / "copy/world/instances_eval.json"
-    data = json.loads(f.read_text())
-    f.write_text(json.dumps({**data, "annotations": data["annotations"][:-1]}))
+    _drop_an_annotation(tmp_path / "copy")
     run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
     out = capsys.readouterr().out
     assert "[world] up to date, skipped" in out and "[pope] pope ..." in out
@@ -90,9 +95,7 @@ def test_resume_matches_manifests_written_before_roots_were_recorded(tmp_path, c
     run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
     assert capsys.readouterr().out.count("up to date, skipped") == 2
     # and a changed input in the copy is still seen
-    f = tmp_path / "copy/world/instances_eval.json"
-    data = json.loads(f.read_text())
-    f.write_text(json.dumps({**data, "annotations": data["annotations"][:-1]}))
+    _drop_an_annotation(tmp_path / "copy")
     run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "copy"), resume=True)
     out = capsys.readouterr().out
     assert "[world] up to date, skipped" in out and "[pope] pope ..." in out
@@ -109,11 +112,7 @@ def test_relabel_writes_paths_under_a_root_from_its_placeholder():
 def test_resume_reruns_a_stage_whose_input_changed(tmp_path, capsys):
     p = load_pipeline(_write(tmp_path), out=tmp_path / "run")
     run_pipeline(p)
-    # corrupt an input of the pope stage: its manifest no longer matches
-    f = tmp_path / "run/world/instances_eval.json"
-    data = json.loads(f.read_text())
-    data["annotations"] = data["annotations"][:-1]
-    f.write_text(json.dumps(data))
+    _drop_an_annotation(tmp_path / "run")   # an input of the pope stage: its manifest no longer matches
     capsys.readouterr()
     run_pipeline(load_pipeline(_write(tmp_path), out=tmp_path / "run"), resume=True, start="pope")
     assert "[pope] pope ..." in capsys.readouterr().out
