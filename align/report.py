@@ -175,6 +175,12 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
             for o, n in a["most_hallucinated"][:5]) if a["most_hallucinated"] else "No hallucinated object.")
         md.append("Hallucination rate by mention position: " + ", ".join(
             f"{b} {100 * v['rate']:.1f}% of {v['mentions']}" for b, v in a["by_position"].items()))
+        e = a.get("error_types")
+        if e:   # absent from reports written before it was counted
+            md.append(f"Hallucinated objects named in place of a present one the caption leaves out "
+                      f"(misrecognition): {e['substitutions']}; added beside every present one (the language "
+                      f"prior): {e['insertions']}; present objects left out with nothing in their place: "
+                      f"{e['deletions']}.")
         t = r.get("timings", {}).get("captions")
         if t:
             md.append(f"Generation: {t['images_per_s']} images/s (vision {t['vision_s']} s, prefill "

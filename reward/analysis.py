@@ -1,8 +1,10 @@
 """Error analysis of hallucinations, from a CHAIR result's per-caption records (pure, no I/O).
 
 What a reviewer asks after seeing a CHAIR number: which objects are hallucinated most, next to which
-present objects (co-occurrence is the usual cause), and where in the response (hallucinations cluster late
-in long descriptions).
+present objects (co-occurrence is the usual cause), where in the response (hallucinations cluster late
+in long descriptions), and whether a hallucinated object stands in place of a present one the caption
+leaves out (a misrecognition, which only better perception fixes) or is added beside every present one
+(the language prior, which preference alignment removes).
 """
 from __future__ import annotations
 
@@ -20,12 +22,22 @@ def hallucination_analysis(per_caption: Sequence[Mapping], top: int = 10) -> dic
         co_occurring: {hallucinated object: [[present object, count], ...]} for the top objects
         by_position: {"1st": {"mentions", "hallucinated", "rate"}, ...} by the mention's ordinal in
             its caption (every mention counts, duplicates included, as CHAIR_i counts them)
+        error_types: {"substitutions", "insertions", "deletions"}, counted per caption over distinct
+            objects as word error rate counts words: with H hallucinated and M present-but-unnamed
+            objects, min(H, M) are substitutions (named in place of a present object), the rest of H
+            insertions and the rest of M deletions
     """
     counts: Counter = Counter()
     beside: dict[str, Counter] = defaultdict(Counter)
     bins = {b: [0, 0] for b in POSITION_BINS}
+    types = Counter(substitutions=0, insertions=0, deletions=0)
     for rec in per_caption:
         truth = set(rec.get("ground_truth", []))
+        named = {obj for _surface, obj in rec.get("mentioned", [])}
+        extra, missing = len(named - truth), len(truth - named)
+        # which extra object replaced which missing one is unknowable from the text; the counts are not
+        types.update(substitutions=min(extra, missing), insertions=extra - min(extra, missing),
+                     deletions=missing - min(extra, missing))
         for i, (_surface, obj) in enumerate(rec.get("mentioned", [])):
             b = POSITION_BINS[min(i, len(POSITION_BINS) - 1)]
             bins[b][0] += 1
@@ -40,4 +52,5 @@ def hallucination_analysis(per_caption: Sequence[Mapping], top: int = 10) -> dic
                          for o, _ in ranked},
         "by_position": {b: {"mentions": m, "hallucinated": h, "rate": round(h / m, 4) if m else 0.0}
                         for b, (m, h) in bins.items()},
+        "error_types": dict(types),
     }

@@ -26,6 +26,23 @@ def test_hallucination_analysis_counts_by_hand():
     assert a["by_position"]["2nd"] == {"mentions": 2, "hallucinated": 1, "rate": 0.5}
     assert a["by_position"]["3rd"] == {"mentions": 2, "hallucinated": 0, "rate": 0.0}
     assert a["by_position"]["4th+"] == {"mentions": 1, "hallucinated": 1, "rate": 1.0}
+    # moon added beside star; diamond and moon added beside heart and ring; circle left out
+    assert a["error_types"] == {"substitutions": 0, "insertions": 3, "deletions": 1}
+
+
+@pytest.mark.unit
+def test_error_types_tell_a_misrecognised_object_from_an_added_one():
+    per_caption = [
+        # a moon named as a star: one substitution (the star stands where the moon should be)
+        {"ground_truth": ["arrow", "diamond", "moon"],
+         "mentioned": [["star", "star"], ["diamond", "diamond"], ["arrow", "arrow"]]},
+        # one wrong object, two left out: one substitution and one deletion; a repeat counts once
+        {"ground_truth": ["moon", "ring"], "mentioned": [["star", "star"], ["stars", "star"]]},
+        # two objects added beside the only present one
+        {"ground_truth": ["star"], "mentioned": [["star", "star"], ["moon", "moon"], ["heart", "heart"]]},
+    ]
+    assert hallucination_analysis(per_caption)["error_types"] == {
+        "substitutions": 2, "insertions": 2, "deletions": 1}
 
 
 RESULTS = {
@@ -75,3 +92,13 @@ def test_write_report_keeps_and_prints_the_intervals(tmp_path):
     assert "CHAIR_s -75.0% relative [-90.0, -60.0]" in md
     assert "recall -2.0 points," in md                      # no interval given for recall: none printed
     assert "POPE-adversarial F1 +10.0 [-1.2, +20.0]" in md and "paired bootstrap" in md
+
+
+@pytest.mark.unit
+def test_write_report_prints_the_error_types(tmp_path):
+    results = {name: dict(r, analysis=hallucination_analysis(PER_CAPTION)) for name, r in RESULTS.items()}
+    write_report(tmp_path, results, {})
+    md = (tmp_path / "report.md").read_text()
+    assert "## Error analysis: dpo" in md
+    assert "(misrecognition): 0; added beside every present one (the language prior): 3;" in md
+    assert "nothing in their place: 1." in md
