@@ -121,7 +121,8 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
     Args:
         captions: JSONL or JSON list of {"image_id", "caption"} or {"image_id", "response"} records
         annotations: COCO instances_*.json, or JSONL {"image_id", "objects": [{"name"}], "captions"}
-        out: where to write the CHAIR result JSON
+        out: where to write the CHAIR result JSON (with error_types: hallucinated objects named in place
+            of a present one, added beside every present one, and present objects not named)
         gt_captions: COCO captions_*.json whose objects count as ground truth too (as in the paper)
         vocab: object vocabulary: coco, shapes, or a .json/.yaml/.txt file
         mode: reference (the original code's numbers) or fixed (its known bugs repaired)
@@ -140,11 +141,17 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
     if missing:
         print(f"halign: warning: {missing} of {len(records)} captions are of images the annotations do not "
               f"list; they count as images without objects", file=sys.stderr)
+    from reward.analysis import hallucination_analysis
     result = chair_scores(records, truth, vocab, mode)
+    errors = hallucination_analysis(result["per_caption"])["error_types"]
+    result = {**{k: v for k, v in result.items() if k != "per_caption"}, "error_types": errors,
+              "per_caption": result["per_caption"]}
     write_text(out, _result_json(result))
     print(f"CHAIR_s {_pct(result['chair_s'])}%  CHAIR_i {_pct(result['chair_i'])}%  recall {_pct(result['recall'])}%"
           f"  ({result['n_captions']} captions, {result['n_mentions']} mentions, {result['n_hallucinated']} "
           f"hallucinated; mode {mode}, vocabulary {result['vocabulary']}) -> {out}")
+    print(f"objects named in place of a present one (misrecognition) {errors['substitutions']}, added beside "
+          f"every present one (language prior) {errors['insertions']}, present but not named {errors['deletions']}")
     return 0
 
 

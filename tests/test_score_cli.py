@@ -38,7 +38,10 @@ def test_eval_chair_writes_the_result(files, capsys):
     r = json.loads(out.read_text())
     assert (r["n_captions"], r["n_mentions"], r["n_hallucinated"]) == (2, 4, 2)
     assert r["per_caption"][1]["hallucinated"] == [["bus", "bus"]]
-    assert "CHAIR_s 100.0%" in capsys.readouterr().out
+    # the couch and the buses are named beside the present dog and man, in place of nothing
+    assert r["error_types"] == {"substitutions": 0, "insertions": 2, "deletions": 0}
+    text = capsys.readouterr().out
+    assert "CHAIR_s 100.0%" in text and "language prior) 2, present but not named 0" in text
 
 
 def test_eval_chair_with_gt_captions_and_fixed_mode(files):
