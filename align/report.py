@@ -178,8 +178,8 @@ def write_report(out_dir: Path, results: dict, extra: dict, base: str | None = N
         e = a.get("error_types")
         if e:   # absent from reports written before it was counted
             md.append(f"Hallucinated objects named in place of a present one the caption leaves out "
-                      f"(misrecognition): {e['substitutions']}; added beside every present one (the language "
-                      f"prior): {e['insertions']}; present objects left out with nothing in their place: "
+                      f"(likely misrecognised): {e['substitutions']}; added beside every present one (often the "
+                      f"language prior): {e['insertions']}; present objects left out with nothing in their place: "
                       f"{e['deletions']}.")
         t = r.get("timings", {}).get("captions")
         if t:

@@ -127,6 +127,7 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
         vocab: object vocabulary: coco, shapes, or a .json/.yaml/.txt file
         mode: reference (the original code's numbers) or fixed (its known bugs repaired)
     """
+    from reward.analysis import hallucination_analysis
     from reward.chair import chair_scores, lookup_truth
     from reward.vocab import load_vocabulary
     load_vocabulary(vocab)  # a bad --vocab fails before any file is read
@@ -141,7 +142,6 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
     if missing:
         print(f"halign: warning: {missing} of {len(records)} captions are of images the annotations do not "
               f"list; they count as images without objects", file=sys.stderr)
-    from reward.analysis import hallucination_analysis
     result = chair_scores(records, truth, vocab, mode)
     errors = hallucination_analysis(result["per_caption"])["error_types"]
     result = {**{k: v for k, v in result.items() if k != "per_caption"}, "error_types": errors,
@@ -150,8 +150,9 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
     print(f"CHAIR_s {_pct(result['chair_s'])}%  CHAIR_i {_pct(result['chair_i'])}%  recall {_pct(result['recall'])}%"
           f"  ({result['n_captions']} captions, {result['n_mentions']} mentions, {result['n_hallucinated']} "
           f"hallucinated; mode {mode}, vocabulary {result['vocabulary']}) -> {out}")
-    print(f"objects named in place of a present one (misrecognition) {errors['substitutions']}, added beside "
-          f"every present one (language prior) {errors['insertions']}, present but not named {errors['deletions']}")
+    print(f"objects named in place of a present one (likely misrecognised) {errors['substitutions']}, added "
+          f"beside every present one (often the language prior) {errors['insertions']}, present but not named "
+          f"{errors['deletions']}")
     return 0
 
 

@@ -3,8 +3,8 @@
 What a reviewer asks after seeing a CHAIR number: which objects are hallucinated most, next to which
 present objects (co-occurrence is the usual cause), where in the response (hallucinations cluster late
 in long descriptions), and whether a hallucinated object stands in place of a present one the caption
-leaves out (a misrecognition, which only better perception fixes) or is added beside every present one
-(the language prior, which preference alignment removes).
+leaves out (likely a misrecognition, which better perception fixes) or is added beside every present one
+(often the language prior, which preference alignment targets).
 """
 from __future__ import annotations
 

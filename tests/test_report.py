@@ -100,5 +100,5 @@ def test_write_report_prints_the_error_types(tmp_path):
     write_report(tmp_path, results, {})
     md = (tmp_path / "report.md").read_text()
     assert "## Error analysis: dpo" in md
-    assert "(misrecognition): 0; added beside every present one (the language prior): 3;" in md
+    assert "(likely misrecognised): 0; added beside every present one (often the language prior): 3;" in md
     assert "nothing in their place: 1." in md
