@@ -2,16 +2,20 @@
 issue 2's DPO targets: what the README's "DPO variants" rows did (the demo's dpo and eval stages run
 again on a finished run's SFT model).
 
-    .venv/bin/python scripts/dpo_variant.py RUN [RUN ...] --out DIR [--set FIELD=VALUE ...] [--pairs FILE]
+    .venv/bin/python scripts/dpo_variant.py RUN [RUN ...] --out DIR [--set FIELD=VALUE ...]
+                                            [--pairs FILE | --pairs-set FIELD=VALUE ...]
 
     # e.g. the beta 0.3 row, on the bench's seeds 1 and 4:
     .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 /tmp/bench8/seed4 --out /tmp/beta3 --set beta=0.3
+    # or pairs mined another way from each run's own samples (the pairs stage again, then dpo and eval):
+    .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 --out /tmp/swap2 --pairs-set edit_mix=insert=1,swap=2,omit=1
 
 RUN is a finished `halign demo` run (or one seed of `scripts/bench_demo.py`). For each RUN the script reads
 its dpo and eval stage manifests (RUN/dpo/stage.json, RUN/eval/stage.json), so the replay uses exactly the
 config text, pairs, SFT model and seed that run used, with the --set fields changed (YAML values: --set
 loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of two stages, dpo and eval (SFT and the
-variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With no --set, the replay reproduces
+variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml; with --pairs-set, a pairs stage
+first (the run's pairs stage arguments with those fields changed; `halign data pairs --help` lists them). With no --set, the replay reproduces
 the run's DPO. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not
 below SFT's), 2 on bad input.
 """
@@ -32,18 +36,32 @@ from align.report import change_summary  # noqa: E402
 from reward.files import InputError, read_json, write_text  # noqa: E402
 
 
-def parse_sets(items: list[str]) -> dict:
+def parse_sets(items: list[str], flag: str = "--set") -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--set {item!r} is not FIELD=VALUE", fix="write e.g. --set beta=0.3")
+            raise InputError(f"{flag} {item!r} is not FIELD=VALUE", fix=f"write e.g. {flag} beta=0.3")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise InputError(f"--set {item!r}: the value is not YAML ({e})",
-                             fix="quote lists, e.g. --set loss_type='[sigmoid, sft]'") from None
+            raise InputError(f"{flag} {item!r}: the value is not YAML ({e})",
+                             fix=f"quote lists, e.g. {flag} loss_type='[sigmoid, sft]'") from None
     return out
+
+
+def pairs_stage(run: Path, pairs_sets: dict) -> dict:
+    """The run's pairs stage with changed arguments, checked against `halign data pairs`' own parameters."""
+    import inspect
+    from data_prep.pairs import pairs_command
+    allowed = set(inspect.signature(pairs_command).parameters) - {"out"}
+    bad = sorted(set(pairs_sets) - allowed)
+    if bad:
+        raise InputError(f"--pairs-set: {bad[0]!r} is not an argument of the pairs stage",
+                         fix=f"one of {', '.join(sorted(allowed))} (`halign data pairs --help`)")
+    args = dict(stage_identity(run, "pairs")["args"])
+    args.update(pairs_sets)
+    return {"name": "pairs", "kind": "pairs", "args": args}
 
 
 def stage_identity(run: Path, stage: str) -> dict:
@@ -54,8 +72,9 @@ def stage_identity(run: Path, stage: str) -> dict:
     return read_json(path, "stage manifest")["identity"]   # a truncated manifest: a clear error, not a traceback
 
 
-def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tuple[dict, str]:
-    """The two-stage pipeline (dpo, eval) and the DPO config text, checked before anything is written."""
+def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
+                     pairs_sets: dict | None = None) -> tuple[dict, str]:
+    """The pipeline ([pairs,] dpo, eval) and the DPO config text, checked before anything is written."""
     from align.config import check_config_file
     from align.dpo import DPOStageConfig
 
@@ -68,6 +87,9 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tu
         if not pairs.is_file():
             raise InputError("pairs file not found", file=pairs, fix="give a pairs.jsonl written by `halign data pairs`")
         args["dataset"] = str(pairs.resolve())
+    mined = pairs_stage(run, pairs_sets) if pairs_sets else None
+    if mined:
+        args["dataset"] = "{pairs}/pairs.jsonl"
     header = f"# {run / 'dpo'}'s config" + (f", with {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else "")
     text = header + "\n" + yaml.safe_dump(config, sort_keys=False)
     with tempfile.TemporaryDirectory() as tmp:   # unknown fields are refused before DIR is touched
@@ -81,9 +103,10 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None) -> tu
     sft_model = eval_args["checkpoints"].get("sft") or dpo["args"]["model_name_or_path"]
     eval_args["checkpoints"] = {"sft": sft_model, "dpo": "{dpo}/model"}
     seed = dpo["args"].get("seed", 0)
-    pipeline = {"name": f"variant-{run.name}", "seed": seed, "stages": [
+    pipeline = {"name": f"variant-{run.name}", "seed": seed, "stages": [mined] if mined else []}
+    pipeline["stages"] += [
         {"name": "dpo", "kind": "dpo", "config": str((out / "dpo.yaml").resolve()), "args": args},
-        {"name": "eval", "kind": "eval", "args": eval_args}]}
+        {"name": "eval", "kind": "eval", "args": eval_args}]
     return pipeline, text
 
 
@@ -93,16 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="folder for the variant runs, one per RUN")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                     help="a DPO config field to change (repeatable)")
-    ap.add_argument("--pairs", type=Path, help="train on this pairs file instead of the run's")
+    pairs = ap.add_mutually_exclusive_group()
+    pairs.add_argument("--pairs", type=Path, help="train on this pairs file instead of the run's")
+    pairs.add_argument("--pairs-set", dest="pairs_sets", action="append", default=[], metavar="FIELD=VALUE",
+                       help="mine each run's pairs again with this pairs-stage argument changed (repeatable), "
+                            "e.g. edit_mix=insert=1,swap=2,omit=1")
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
     try:
         sets = parse_sets(args.sets)
+        pairs_sets = parse_sets(args.pairs_sets, "--pairs-set")
         names = [r.name for r in args.runs]
         if len(set(names)) < len(names):
             raise InputError(f"two runs share a folder name ({', '.join(names)})",
                              fix="give runs with distinct folder names, or run the script once per bench")
-        plans = [(run, args.out / run.name, *variant_pipeline(run, args.out / run.name, sets, args.pairs))
+        plans = [(run, args.out / run.name,
+                  *variant_pipeline(run, args.out / run.name, sets, args.pairs, pairs_sets))
                  for run in args.runs]
     except InputError as e:
         print(f"dpo_variant: error: {e.message()}", file=sys.stderr)

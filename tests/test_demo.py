@@ -134,3 +134,28 @@ def test_dpo_variant_replays_the_runs_dpo_and_applies_set(quick_run, tmp_path):
     assert manifest["metrics"]["loss_type"] == ["sigmoid"]
     base = json.loads((out / "dpo/stage.json").read_text())["metrics"]
     assert manifest["metrics"]["train_loss"] != base["train_loss"]
+
+
+@pytest.mark.integration
+def test_dpo_variant_mines_the_pairs_again_with_pairs_set(quick_run, tmp_path):
+    """--pairs-set reruns the run's pairs stage with changed arguments (here: no omission edits, swaps
+    weighted 2) and trains the variant's DPO on those pairs; a field the pairs stage lacks writes nothing."""
+    out, _ = quick_run
+    script = str(REPO / "scripts" / "dpo_variant.py")
+    bad = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "bad"),
+                          "--pairs-set", "edit_mixx=insert=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "'edit_mixx' is not an argument of the pairs stage" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+    mined = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "swap"),
+                            "--pairs-set", "edit_mix=insert=1,swap=2,omit=0"],
+                           cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert mined.returncode in (0, 1), mined.stdout[-2000:] + mined.stderr[-2000:]
+    variant = tmp_path / "swap" / out.name
+    edits = json.loads((variant / "pairs/stats.json").read_text())["per_strategy"]["inject"]["edits"]
+    assert edits.get("omit", {}).get("pairs", 0) == 0 and edits["swap"]["pairs"] > edits["insert"]["pairs"] > 0
+    base = json.loads((out / "pairs/stats.json").read_text())["per_strategy"]["inject"]["edits"]
+    assert base["omit"]["pairs"] > 0                              # the run itself mined omissions
+    dpo = json.loads((variant / "dpo/stage.json").read_text())["identity"]
+    assert dpo["args"]["dataset"] == str(variant / "pairs/pairs.jsonl")
+    assert set(json.loads((variant / "eval/report.json").read_text())["results"]) == {"sft", "dpo"}
