@@ -53,6 +53,12 @@ def write_bench(out: Path, misses_by_seed: dict[int, list[str]], walls: dict[int
                                     "summary": summarize(misses_by_seed), "host": host})
 
 
+def _error_types(result: dict) -> str:
+    """"  subst/ins 35/21": what the aligners can remove (insertions) beside what they mostly cannot."""
+    e = (result.get("analysis") or {}).get("error_types")
+    return f"  subst/ins {e['substitutions']}/{e['insertions']}" if e else ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -80,7 +86,7 @@ def main() -> int:
             print(f"seed {seed} {name:>5}: CHAIR_s {100 * r['chair_s']:5.1f}  CHAIR_i {100 * r['chair_i']:5.1f}  "
                   f"recall {100 * r['recall']:5.1f}  POPE acc r/p/a {100 * p['random']['accuracy']:.1f}/"
                   f"{100 * p['popular']['accuracy']:.1f}/{100 * p['adversarial']['accuracy']:.1f}  "
-                  f"adv F1 {100 * p['adversarial']['f1']:.1f}")
+                  f"adv F1 {100 * p['adversarial']['f1']:.1f}" + _error_types(r))
         for name, d in (report.get("changes") or {}).items():
             print(f"seed {seed} {name:>5} vs {report.get('relative_to')}: {change_summary(d)}")
         misses = check(report, wall, args.quick)

@@ -65,6 +65,7 @@ def test_a_bench_prints_the_summary_writes_bench_json_and_exits_1_on_a_miss(tmp_
             r["chair_i"] = r["chair_s"] / 2
             r["pope"]["popular"] = {"accuracy": 0.9}
             r["pope"]["adversarial"]["accuracy"] = 0.9
+            r["analysis"] = {"error_types": {"substitutions": 7, "insertions": 3 + seed, "deletions": 1}}
         (out / "report.json").write_text(json.dumps(report))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
@@ -72,6 +73,7 @@ def test_a_bench_prints_the_summary_writes_bench_json_and_exits_1_on_a_miss(tmp_
     monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--seeds", "0", "1", "2", "--out", str(tmp_path)])
     assert bench_demo.main() == 1
     printed = capsys.readouterr().out
+    assert "adv F1 88.5  subst/ins 7/3" in printed and "subst/ins 7/4" in printed
     assert "every target met on 1 of 3 seeds (0)" in printed and "seed 2: demo failed (exit 1)" in printed
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["seeds"]["0"]["misses"] == [] and bench["seeds"]["2"] == {"wall_s": None,
