@@ -8,15 +8,15 @@ again on a finished run's SFT model).
     # e.g. the beta 0.3 row, on the bench's seeds 1 and 4:
     .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 /tmp/bench8/seed4 --out /tmp/beta3 --set beta=0.3
     # or pairs mined another way from each run's own samples (the pairs stage again, then dpo and eval):
-    .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 --out /tmp/swap2 --pairs-set edit_mix=insert=1,swap=2,omit=1
+    .venv/bin/python scripts/dpo_variant.py RUN --out /tmp/swap2 --pairs-set edit_mix=insert=1,swap=2,omit=1
 
 RUN is a finished `halign demo` run (or one seed of `scripts/bench_demo.py`). For each RUN the script reads
 its dpo and eval stage manifests (RUN/dpo/stage.json, RUN/eval/stage.json), so the replay uses exactly the
 config text, pairs, SFT model and seed that run used, with the --set fields changed (YAML values: --set
 loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of two stages, dpo and eval (SFT and the
 variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml; with --pairs-set, a pairs stage
-first (the run's pairs stage arguments with those fields changed; `halign data pairs --help` lists them). With no --set, the replay reproduces
-the run's DPO. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not
+first (the run's pairs stage arguments with those fields changed; `halign data pairs --help` lists them).
+With no --set, the replay reproduces the run's DPO. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not
 below SFT's), 2 on bad input.
 """
 from __future__ import annotations
@@ -36,17 +36,17 @@ from align.report import change_summary  # noqa: E402
 from reward.files import InputError, read_json, write_text  # noqa: E402
 
 
-def parse_sets(items: list[str], flag: str = "--set") -> dict:
+def parse_sets(items: list[str], flag: str = "--set", example: str = "beta=0.3") -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"{flag} {item!r} is not FIELD=VALUE", fix=f"write e.g. {flag} beta=0.3")
+            raise InputError(f"{flag} {item!r} is not FIELD=VALUE", fix=f"write e.g. {flag} {example}")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise InputError(f"{flag} {item!r}: the value is not YAML ({e})",
-                             fix=f"quote lists, e.g. {flag} loss_type='[sigmoid, sft]'") from None
+                             fix=f"quote lists, e.g. --set loss_type='[sigmoid, sft]'") from None
     return out
 
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     try:
         sets = parse_sets(args.sets)
-        pairs_sets = parse_sets(args.pairs_sets, "--pairs-set")
+        pairs_sets = parse_sets(args.pairs_sets, "--pairs-set", "edit_mix=insert=1,swap=2,omit=1")
         names = [r.name for r in args.runs]
         if len(set(names)) < len(names):
             raise InputError(f"two runs share a folder name ({', '.join(names)})",
