@@ -13,11 +13,12 @@ again on a finished run's SFT model).
 RUN is a finished `halign demo` run (or one seed of `scripts/bench_demo.py`). For each RUN the script reads
 its dpo and eval stage manifests (RUN/dpo/stage.json, RUN/eval/stage.json), so the replay uses exactly the
 config text, pairs, SFT model and seed that run used, with the --set fields changed (YAML values: --set
-loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of two stages, dpo and eval (SFT and the
-variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml; with --pairs-set, a pairs stage
-first (the run's pairs stage arguments with those fields changed; `halign data pairs --help` lists them).
-With no --set, the replay reproduces the run's DPO. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not
-below SFT's), 2 on bad input.
+loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of the stages dpo and eval (SFT and
+the variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With --pairs-set, a pairs
+stage comes first: the run's pairs stage arguments (RUN/pairs/stage.json) with those fields changed
+(`halign data pairs --help` lists them). With no --set, the replay reproduces the run's DPO. Exits 1 if a
+DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not below SFT's), 2 on bad
+input.
 """
 from __future__ import annotations
 
