@@ -143,9 +143,7 @@ def chair_command(captions: Path, annotations: Path, out: Path, gt_captions: Pat
         print(f"halign: warning: {missing} of {len(records)} captions are of images the annotations do not "
               f"list; they count as images without objects", file=sys.stderr)
     result = chair_scores(records, truth, vocab, mode)
-    errors = hallucination_analysis(result["per_caption"])["error_types"]
-    result = {**{k: v for k, v in result.items() if k != "per_caption"}, "error_types": errors,
-              "per_caption": result["per_caption"]}
+    errors = result["error_types"] = hallucination_analysis(result["per_caption"])["error_types"]
     write_text(out, _result_json(result))
     print(f"CHAIR_s {_pct(result['chair_s'])}%  CHAIR_i {_pct(result['chair_i'])}%  recall {_pct(result['recall'])}%"
           f"  ({result['n_captions']} captions, {result['n_mentions']} mentions, {result['n_hallucinated']} "
