@@ -29,7 +29,7 @@ from reward.files import InputError, atomic_path, iter_records, write_json
 from data_prep.annotations import GroundedImage, load_annotations, resolve_vocab
 from data_prep.mining import EDITS, Miner, MiningOptions
 from data_prep.objstats import ObjectStats, read_id_list
-from data_prep.pairstats import MiningStats
+from data_prep.pairstats import MiningStats, length_bias_note
 
 STRATEGIES = ("inject", "rank", "correct", "image", "qa")
 _METHOD = {"inject": "inject", "rank": "rank", "correct": "correct", "image": "image_pairs", "qa": "qa"}
@@ -250,6 +250,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
           f"(load {t_load:.1f}s, total {dt:.1f}s, {n / max(dt, 1e-9):.0f} pairs/s)")
     if n == 0:
         print(f"pairs: warning: no pair mined; skipped: {summary['skipped']}")
+    note = length_bias_note(summary)
+    if note:
+        print(f"pairs: note: {note}")
     return 0
 
 

@@ -16,7 +16,7 @@ from align.cli import main as cli
 from data_prep.annotations import GroundedImage, GroundedObject
 from data_prep.mining import MiningOptions
 from data_prep.pairs import load_pairs_dataset, mine_pairs
-from data_prep.pairstats import MiningStats
+from data_prep.pairstats import MiningStats, length_bias_note
 from reward.files import InputError
 
 pytestmark = pytest.mark.unit
@@ -220,6 +220,24 @@ def test_length_stats_by_hand():
     assert recs == [] and stats.skipped["inject: omit length mismatch"] == 1
 
 
+def test_a_set_whose_chosen_side_is_shorter_gets_a_length_note():
+    images = [img(1, ["star", "moon"], ["A star and a moon."])]
+    # swaps keep the length: chosen "A star and a moon." vs e.g. "A star and a ring." (5 words each)
+    _, stats = mine(images, ["inject"], edit_mix={"swap": 1}, compose=False)
+    summary = stats.summary()
+    assert summary["length"]["ratio_of_means"] == 1.0 and length_bias_note(summary) is None
+    # a correction: chosen "A red star and a blue moon." (7 words) vs the 10-word response it corrects
+    _, stats = mine(images, ["inject", "correct"], edit_mix={"swap": 1}, compose=False,
+                    responses={"1": ["A red star, a blue moon and a green ring."]})
+    summary = stats.summary()
+    assert summary["length"]["ratio_of_means"] == round(12 / 15, 4)       # (5 + 7) / (5 + 10) words
+    note = length_bias_note(summary)
+    assert note.startswith("the chosen responses are 20 % shorter than the rejected ones over all pairs "
+                           "(chosen/rejected words: correct 0.70)")
+    assert "--edit-mix insert=1,swap=1,omit=2" in note
+    assert length_bias_note(summary, threshold=0.8) is None
+
+
 # ----------------------------------------------------------------------------------------- rank / correct
 RESPONSES = {1: ["A star and a moon.", "A star.", "A star, a moon and a ring.", "A heart."]}
 # truth {star, moon}; score = coverage - hallucinated: 1.0, 0.5, 0.0, -1.0
@@ -306,6 +324,7 @@ def test_command_is_deterministic_and_writes_stats(coco_world):
     assert (coco_world / "a" / "stats.json").read_bytes() == (coco_world / "b" / "stats.json").read_bytes()
     stats = json.loads((coco_world / "a" / "stats.json").read_text())
     assert set(stats["per_strategy"]) == {"inject", "rank", "correct"}
+    assert stats["length"]["chosen_words"] > 0 and stats["length"]["rejected_words"] > 0
     assert stats["pairs"] == len(a.read_text().splitlines())
     assert run_pairs(coco_world, coco_world / "c" / "pairs.jsonl", *args, "--seed", "1") == 0
     assert (coco_world / "c" / "pairs.jsonl").read_bytes() != a.read_bytes()
@@ -335,6 +354,18 @@ def test_command_exclude_file(coco_world):
     ids = {json.loads(line)["image_id"] for line in (coco_world / "p.jsonl").read_text().splitlines()}
     assert ids == {3, 4, 5, 6}
     assert json.loads((coco_world / "stats.json").read_text())["images_excluded"] == 2
+
+
+def test_command_notes_a_shorter_chosen_side(coco_world, capsys):
+    # image 1's one correctable response: "A star, a moon and a ring." (7 words) -> "A star and a moon." (5)
+    args = ("--strategy", "correct", "--responses", str(coco_world / "responses.jsonl"))
+    assert run_pairs(coco_world, coco_world / "c" / "pairs.jsonl", *args) == 0
+    out = capsys.readouterr().out
+    assert "pairs: note: the chosen responses are 29 % shorter than the rejected ones over all pairs " \
+           "(chosen/rejected words: correct 0.71)" in out
+    assert run_pairs(coco_world, coco_world / "s" / "pairs.jsonl", "--strategy", "inject",
+                     "--edit-mix", "swap=1") == 0
+    assert "pairs: note" not in capsys.readouterr().out
 
 
 def test_command_errors_are_one_paragraph(coco_world, capsys):
