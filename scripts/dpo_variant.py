@@ -16,7 +16,9 @@ config text, pairs, SFT model and seed that run used, with the --set fields chan
 loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of the stages dpo and eval (SFT and
 the variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With --pairs-set, a pairs
 stage comes first: the run's pairs stage arguments (RUN/pairs/stage.json) with those fields changed
-(`halign data pairs --help` lists them). With no --set, the replay reproduces the run's DPO. Exits 1 if a
+(`halign data pairs --help` lists them). With no --set, the replay reproduces the run's DPO. At the end it
+prints every run's variant beside the run's own DPO (cut, recall, POPE-adversarial F1 with its interval,
+error types, targets missed) and the counts over all runs, also in DIR/summary.json. Exits 1 if a
 DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not below SFT's), 2 on bad
 input.
 """
@@ -34,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from align.demo import check_targets  # noqa: E402
 from align.report import change_summary  # noqa: E402
-from reward.files import InputError, read_json, write_text  # noqa: E402
+from reward.files import InputError, read_json, write_json, write_text  # noqa: E402
 
 
 def parse_sets(items: list[str], flag: str = "--set", example: str = "beta=0.3") -> dict:
@@ -111,6 +113,53 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
     return pipeline, text
 
 
+def dpo_outcome(report: dict, seconds: float | None, eval_dir: Path | None = None) -> dict:
+    """One report's DPO checkpoint against its SFT model: what a tuning rule judges. A report written before
+    the error types were (2026-11-25) gets them from the DPO captions' CHAIR file in `eval_dir`."""
+    sft, dpo = report["results"]["sft"], report["results"]["dpo"]
+    error_types = dpo.get("analysis", {}).get("error_types")
+    if error_types is None and eval_dir is not None and (eval_dir / "dpo" / "chair.json").is_file():
+        from reward.analysis import hallucination_analysis
+        per_caption = read_json(eval_dir / "dpo" / "chair.json")["per_caption"]
+        error_types = hallucination_analysis(per_caption)["error_types"]
+    ci = report.get("changes", {}).get("dpo", {}).get("ci", {}).get("pope_adversarial_f1_delta")
+    return {"cut": round(1 - dpo["chair_s"] / sft["chair_s"], 4) if sft["chair_s"] else 0.0,
+            "recall_delta": round(dpo["recall"] - sft["recall"], 4),
+            "pope_adversarial_f1_delta": round(dpo["pope"]["adversarial"]["f1"] - sft["pope"]["adversarial"]["f1"], 4),
+            "pope_adversarial_f1_interval": [ci["low"], ci["high"]] if ci else None,
+            "misses": [m for m in check_targets(report, 0.0, quick=True) if m.startswith("dpo")],
+            "error_types": error_types, "dpo_seconds": seconds}
+
+
+def summarise(outcomes: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
+    """{run: {"variant": outcome, "run": outcome}} -> totals per side, and the lines to print: every run's
+    variant beside the run's own DPO, then the counts a rule over several seeds is judged on."""
+    def fmt(o: dict, own: dict) -> str:
+        e, f = o["error_types"], o["pope_adversarial_f1_interval"]
+        et = (lambda x: f"{x['substitutions']}/{x['insertions']}/{x['deletions']}" if x else "?")
+        return (f"cut {100 * o['cut']:.1f} % ({100 * own['cut']:.1f}), recall {100 * o['recall_delta']:+.1f} "
+                f"({100 * own['recall_delta']:+.1f}), POPE-adv F1 {100 * o['pope_adversarial_f1_delta']:+.1f}"
+                + (f" [{100 * f[0]:+.1f}, {100 * f[1]:+.1f}]" if f else "")
+                + f" ({100 * own['pope_adversarial_f1_delta']:+.1f}), subst/ins/del {et(e)} ({et(own['error_types'])})"
+                + f", DPO {o['dpo_seconds']} s ({own['dpo_seconds']} s), {len(o['misses'])} missed ({len(own['misses'])})")
+    totals = {}
+    for side in ("variant", "run"):
+        outs = {name: o[side] for name, o in outcomes.items()}
+        totals[side] = {"runs": len(outs), "meeting_every_dpo_target": sorted(n for n, o in outs.items() if not o["misses"]),
+                        "dpo_targets_missed": sum(len(o["misses"]) for o in outs.values()),
+                        "f1_interval_below_zero": sorted(n for n, o in outs.items()
+                                                         if o["pope_adversarial_f1_interval"]
+                                                         and o["pope_adversarial_f1_interval"][1] < 0)}
+    v, r = totals["variant"], totals["run"]
+    lines = ["variant vs the run's own DPO (in brackets):"]
+    lines += [f"  {name}: {fmt(o['variant'], o['run'])}" for name, o in outcomes.items()]
+    lines.append(f"every DPO target met on {len(v['meeting_every_dpo_target'])} of {v['runs']} runs "
+                 f"({len(r['meeting_every_dpo_target'])}); targets missed {v['dpo_targets_missed']} "
+                 f"({r['dpo_targets_missed']}); POPE-adversarial F1 interval wholly below 0: "
+                 f"{', '.join(v['f1_interval_below_zero']) or 'none'} ({', '.join(r['f1_interval_below_zero']) or 'none'})")
+    return totals, lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="finished demo runs (e.g. /tmp/bench7/seed1)")
@@ -137,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"dpo_variant: error: {e.message()}", file=sys.stderr)
         return 2
-    missed = False
+    missed, outcomes = False, {}
     for run, out, pipeline, text in plans:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "dpo.yaml", text)      # atomic: a stopped replay leaves no half-written config
@@ -158,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
               f"dpo vs sft: {change_summary(report['changes']['dpo'])}; "
               + ("DPO targets met" if not misses else "MISSED: " + "; ".join(misses)))
         missed = missed or bool(misses)
+        seconds = (lambda d: read_json(d / "dpo" / "stage.json")["metrics"].get("seconds"))
+        outcomes[run.name] = {"variant": dpo_outcome(report, seconds(out), out / "eval"),
+                              "run": dpo_outcome(read_json(run / "eval" / "report.json"), seconds(run), run / "eval")}
+    if outcomes:
+        totals, lines = summarise(outcomes)
+        print("\n".join(lines))
+        write_json(args.out / "summary.json", {"runs": outcomes, "totals": totals})
     return 1 if missed else 0
 
 

@@ -124,6 +124,15 @@ def test_dpo_variant_replays_the_runs_dpo_and_applies_set(quick_run, tmp_path):
     assert again["dpo"]["chair_s"] == run_dpo["chair_s"] and again["dpo"]["recall"] == run_dpo["recall"]
     assert again["dpo"]["pope"]["adversarial"] == run_dpo["pope"]["adversarial"]
     assert set(again) == {"sft", "dpo"}
+    # the closing summary: the replay beside the run's own DPO, which it reproduces
+    summary = json.loads((tmp_path / "same" / "summary.json").read_text())
+    mine, own = summary["runs"][out.name]["variant"], summary["runs"][out.name]["run"]
+    sft = json.loads((out / "eval/report.json").read_text())["results"]["sft"]
+    assert mine["cut"] == own["cut"] == round(1 - run_dpo["chair_s"] / sft["chair_s"], 4)
+    assert mine["recall_delta"] == own["recall_delta"] == round(run_dpo["recall"] - sft["recall"], 4)
+    assert mine["misses"] == own["misses"] and mine["error_types"] == own["error_types"] is not None
+    assert summary["totals"]["variant"]["dpo_targets_missed"] == len(own["misses"])
+    assert "variant vs the run's own DPO" in replay.stdout and "every DPO target met on" in replay.stdout
 
     changed = subprocess.run([sys.executable, script, str(out), "--out", str(tmp_path / "beta"),
                               "--set", "beta=0.5", "--set", "loss_type=[sigmoid]", "--set", "loss_weights=null"],
