@@ -192,8 +192,12 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         annotations: COCO instances JSON or generic JSONL of grounded images.
         images: folder the image paths are relative to.
         out: the pairs JSONL to write.
-        strategy: one or more of inject, rank, correct, image, qa (POPE-form yes/no pairs: a present object
-            Yes > No, the most co-occurring absent one No > Yes).
+        strategy: one or more of inject (grounded captions against edited copies), rank (the best against
+            the worst of sampled responses), correct (a sampled response with its hallucinated objects
+            removed against the response; its chosen side is shorter, which teaches DPO to say less, so
+            balance it with inject's omit edits), image (the
+            same caption with a corrupted image), qa (POPE-form yes/no pairs: a present object Yes > No,
+            the most co-occurring absent one No > Yes).
         captions: COCO captions JSON (or JSONL of image_id, caption): the grounded texts inject starts from.
         responses: sampled responses JSONL (image_id, prompt, response; several per image) for rank/correct.
         vocab: object vocabulary: coco, shapes, or a JSON/YAML file.
