@@ -137,11 +137,13 @@ def summarise(outcomes: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     def fmt(o: dict, own: dict) -> str:
         e, f = o["error_types"], o["pope_adversarial_f1_interval"]
         et = (lambda x: f"{x['substitutions']}/{x['insertions']}/{x['deletions']}" if x else "?")
+        secs = (lambda x: f"{x:.0f} s" if x is not None else "? s")
         return (f"cut {100 * o['cut']:.1f} % ({100 * own['cut']:.1f}), recall {100 * o['recall_delta']:+.1f} "
                 f"({100 * own['recall_delta']:+.1f}), POPE-adv F1 {100 * o['pope_adversarial_f1_delta']:+.1f}"
                 + (f" [{100 * f[0]:+.1f}, {100 * f[1]:+.1f}]" if f else "")
                 + f" ({100 * own['pope_adversarial_f1_delta']:+.1f}), subst/ins/del {et(e)} ({et(own['error_types'])})"
-                + f", DPO {o['dpo_seconds']} s ({own['dpo_seconds']} s), {len(o['misses'])} missed ({len(own['misses'])})")
+                + f", DPO {secs(o['dpo_seconds'])} ({secs(own['dpo_seconds'])}), {len(o['misses'])} missed "
+                  f"({len(own['misses'])})")
     totals = {}
     for side in ("variant", "run"):
         outs = {name: o[side] for name, o in outcomes.items()}

@@ -41,6 +41,6 @@ def test_summary_counts_runs_misses_and_f1_losses_outside_the_noise():
     assert totals["run"] == {"runs": 2, "meeting_every_dpo_target": ["seed1"], "dpo_targets_missed": 2,
                              "f1_interval_below_zero": ["seed0"]}
     assert lines[1] == ("  seed0: cut 60.0 % (40.0), recall -2.0 (-1.0), POPE-adv F1 +0.5 [-0.4, +1.5] (-2.0), "
-                        "subst/ins/del ? (?), DPO 210.0 s (150.0 s), 0 missed (2)")
+                        "subst/ins/del ? (?), DPO 210 s (150 s), 0 missed (2)")
     assert lines[-1] == ("every DPO target met on 1 of 2 runs (1); targets missed 1 (2); POPE-adversarial F1 "
                          "interval wholly below 0: none (seed0)")
