@@ -195,9 +195,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         strategy: one or more of inject (grounded captions against edited copies), rank (the best against
             the worst of sampled responses), correct (a sampled response with its hallucinated objects
             removed against the response; its chosen side is shorter, which teaches DPO to say less, so
-            balance it with inject's omit edits), image (the
-            same caption with a corrupted image), qa (POPE-form yes/no pairs: a present object Yes > No,
-            the most co-occurring absent one No > Yes).
+            balance it with inject's omit edits), image (the same caption with a corrupted image), qa
+            (POPE-form yes/no pairs: a present object Yes > No, the most co-occurring absent one No > Yes).
         captions: COCO captions JSON (or JSONL of image_id, caption): the grounded texts inject starts from.
         responses: sampled responses JSONL (image_id, prompt, response; several per image) for rank/correct.
         vocab: object vocabulary: coco, shapes, or a JSON/YAML file.

@@ -113,6 +113,10 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
     return pipeline, text
 
 
+def dpo_seconds(run: Path) -> float | None:
+    return read_json(run / "dpo" / "stage.json")["metrics"].get("seconds")
+
+
 def dpo_outcome(report: dict, seconds: float | None, eval_dir: Path | None = None) -> dict:
     """One report's DPO checkpoint against its SFT model: what a tuning rule judges. A report written before
     the error types were (2026-11-25) gets them from the DPO captions' CHAIR file in `eval_dir`."""
@@ -204,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = read_json(out / "eval" / "report.json")
         sft, dpo = report["results"]["sft"], report["results"]["dpo"]
-        misses = [m for m in check_targets(report, 0.0, quick=True) if m.startswith("dpo")]
+        outcomes[run.name] = {"variant": dpo_outcome(report, dpo_seconds(out), out / "eval"),
+                              "run": dpo_outcome(read_json(run / "eval" / "report.json"), dpo_seconds(run),
+                                                 run / "eval")}
+        misses = outcomes[run.name]["variant"]["misses"]
         print(f"{run.name}: CHAIR_s {100 * sft['chair_s']:.1f} -> {100 * dpo['chair_s']:.1f}; "
               f"dpo vs sft: {change_summary(report['changes']['dpo'])}; "
               + ("DPO targets met" if not misses else "MISSED: " + "; ".join(misses)))
         missed = missed or bool(misses)
-        seconds = (lambda d: read_json(d / "dpo" / "stage.json")["metrics"].get("seconds"))
-        outcomes[run.name] = {"variant": dpo_outcome(report, seconds(out), out / "eval"),
-                              "run": dpo_outcome(read_json(run / "eval" / "report.json"), seconds(run), run / "eval")}
     if outcomes:
         totals, lines = summarise(outcomes)
         print("\n".join(lines))
