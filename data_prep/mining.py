@@ -27,6 +27,11 @@ class MiningOptions:
     prompt: str = "Describe the image."
     edit_mix: dict = field(default_factory=lambda: {"insert": 1.0, "swap": 1.0, "omit": 1.0})
     absent_from: str = "cooccur"  # cooccur | popular | random
+    # which present object inject's omit edit drops: any (random), the one the others predict most
+    # (cooccur), or the one the model's own responses (rank/correct's) most often name where it is absent
+    # (habit). The last two mirror the insertions and corrections: the objects DPO learns not to add where
+    # absent are the ones it must keep naming where present, or it learns to avoid the word, not to look
+    omit_from: str = "random"  # cooccur | habit | random
     top_k: int = 3  # draw the absent object among the k best candidates, weighted by score
     per_image: int = 1  # pairs per image and strategy (different captions / responses where possible)
     compose: bool = True  # compose a caption from the annotations when no GT caption is grounded
@@ -46,16 +51,22 @@ class MiningOptions:
     # logit is 0) and only the SFT term of loss_type [sigmoid, sft] learns the true answer: the SFT task
     # is rehearsed, not re-ranked (on the demo it kept POPE better than qa preference pairs did)
     qa_replay: bool = False
+    # correct: also name the present objects a response leaves out (chosen = the response made right both
+    # ways), and correct responses that only leave objects out. Removal alone makes the chosen side shorter
+    # than the rejected one, and DPO then learns to stop early (the demo lost recall that way)
+    correct_complete: bool = False
 
 
 class Miner:
     def __init__(self, vocab, extract: Callable, options: MiningOptions, seed: int, stats: MiningStats,
                  object_stats: ObjectStats | None, responses: dict[str, list[str]] | None = None,
-                 answers: dict[str, dict[tuple[str, str], list[str]]] | None = None):
+                 answers: dict[str, dict[tuple[str, str], list[str]]] | None = None,
+                 habits: dict[str, int] | None = None):
         self.vocab, self.extract, self.o, self.seed, self.stats = vocab, extract, options, seed, stats
         self.objstats = object_stats
         self.responses = responses or {}
         self.answers = answers
+        self.habits = habits or {}   # object -> responses naming it where absent (omit_from: habit)
         self.universe = tuple(vocab.objects)
         self.singular = frozenset(f.lower() for forms in vocab.synonyms.values() for f in forms) | frozenset(
             o.lower() for o in vocab.objects)
@@ -75,6 +86,17 @@ class Miner:
     def objects(self, text: str) -> tuple[list, set[str]]:
         ms = self.extract(text)
         return ms, {m.object for m in ms}
+
+    @staticmethod
+    def count_habits(images, responses: dict[str, list[str]], extract: Callable) -> dict[str, int]:
+        """object -> how many responses name it where the annotations say it is absent."""
+        counts: dict[str, int] = {}
+        for image in images:
+            truth = image.object_names
+            for text in responses.get(str(image.image_id), ()):
+                for o in {m.object for m in extract(text)} - truth:
+                    counts[o] = counts.get(o, 0) + 1
+        return counts
 
     def surface(self, name: str) -> str | None:
         """A written form of `name` that the extractor maps back to it ("dining table", "moon")."""
@@ -288,6 +310,11 @@ class Miner:
         if len(objs) < 2:
             return None  # dropping the only object leaves nothing to describe
         old = rng.choice(sorted(objs))
+        if self.o.omit_from == "cooccur" and self.objstats is not None:
+            old = pick_weighted(rng, self.objstats.expected(objs, self.o.top_k), self.o.top_k) or old
+        elif self.o.omit_from == "habit":
+            habitual = sorted(((o, float(self.habits.get(o, 0))) for o in objs), key=lambda t: (-t[1], t[0]))
+            old = pick_weighted(rng, [t for t in habitual if t[1] > 0], self.o.top_k) or old
         rejected = remove_object(text, old, self.extract)
         if rejected is None or self.objects(rejected)[1] != objs - {old}:
             self.stats.skip("inject: omit edit failed the check")
@@ -347,32 +374,34 @@ class Miner:
         texts = list(dict.fromkeys(self.responses.get(str(image.image_id), ()) if self.responses else image.captions))
         rng = self.rng("correct", image, 0)
         rng.shuffle(texts)
+        sayable = sorted(o for o in truth if o not in self.unsayable())
         n = 0
         for text in texts:
             if n == self.o.per_image:
                 break
             ms, objs = self.objects(text)
             hallucinated = [o for o in dict.fromkeys(m.object for m in ms) if o not in truth]
-            if not hallucinated:
+            missing = [o for o in sayable if o not in objs] if self.o.correct_complete else []
+            if not hallucinated and not missing:
                 continue
             fixed = text
             for o in hallucinated:
                 fixed = remove_object(fixed, o, self.extract) if fixed is not None else None
-            if fixed is None:
-                self.stats.skip("correct: nothing left after removing the hallucinations")
-                continue
-            left = self.objects(fixed)[1]
+            left = self.objects(fixed)[1] if fixed is not None else set()
             if not left:
                 self.stats.skip("correct: nothing left after removing the hallucinations")
                 continue
-            if not left <= truth:
+            for o in missing:   # appended to the list, as inject's insert edit does
+                fixed = insert_object(fixed, self.extract(fixed), self.surface(o), rng)
+            left = self.objects(fixed)[1]
+            if not left <= truth or not set(missing) <= left:
                 self.stats.skip("correct: correction failed the check")
                 continue
             if not self.length_ok(fixed, text):
                 self.stats.skip("correct: length mismatch")
                 continue
-            yield self.record(image, "correct", "correct", fixed, text, rejected_h=hallucinated,
-                              added=hallucinated, source=source)
+            yield self.record(image, "correct", "complete" if missing else "correct", fixed, text,
+                              rejected_h=hallucinated, added=hallucinated, removed=missing, source=source)
             n += 1
         if n == 0 and not texts:
             self.stats.skip("correct: no text to correct")

@@ -50,6 +50,15 @@ class ObjectStats:
         row = self.pair.get(obj, {})
         return sorted(row, key=lambda o: (-row[o], -self.images[o], o))
 
+    def expected(self, present: Iterable[str], k: int = 3) -> list[tuple[str, float]]:
+        """The `k` present objects that the other present ones predict most strongly, with their scores
+        (sum over the others p of P(o | p), as `tempting` scores an absent object; scores of 0 left out, ties
+        by name): the objects a model trained on this data names from habit, and may name where absent."""
+        present = sorted(set(present))
+        scored = [(o, sum(self.pair.get(p, {}).get(o, 0) / self.images[p] for p in present if p != o and self.images[p]))
+                  for o in present]
+        return [t for t in sorted(scored, key=lambda t: (-t[1], t[0]))[:k] if t[1] > 0]
+
     def tempting(self, present: frozenset[str], blocked: Iterable[str] = (), k: int = 3) -> list[tuple[str, float]]:
         """The `k` absent objects that the present ones predict most strongly, with their scores:
         sum over present p of P(o | p) = pair[p][o] / images[p]; objects in `blocked` and scores of 0 are

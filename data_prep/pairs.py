@@ -79,11 +79,13 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
             kept.append(im)
     # statistics from the mined images only: evaluation images must not shape the training pairs either
     object_stats = ObjectStats(im.object_names for im in kept) if (
-        ("inject" in strategies or "qa" in strategies) and o.absent_from != "random") else None
+        ("inject" in strategies or "qa" in strategies) and (o.absent_from != "random" or o.omit_from == "cooccur")) else None
     resp = {str(k): list(v) for k, v in (responses or {}).items()}
     mode = o.mention_mode
-    miner = Miner(vocab, lambda text: extract_mentions(text, vocab, mode), o, seed, stats, object_stats, resp,
-                  answers={str(k): v for k, v in answers.items()} if answers is not None else None)
+    extract = lambda text: extract_mentions(text, vocab, mode)  # noqa: E731
+    habits = Miner.count_habits(kept, resp, extract) if o.omit_from == "habit" else None
+    miner = Miner(vocab, extract, o, seed, stats, object_stats, resp,
+                  answers={str(k): v for k, v in answers.items()} if answers is not None else None, habits=habits)
     methods = [getattr(miner, _METHOD[s]) for s in strategies]
     seen: set[bytes] = set()
     iterable = kept
@@ -116,6 +118,12 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
                          "e.g. insert=1,swap=1,omit=1")
     if o.absent_from not in ("cooccur", "popular", "random"):
         raise InputError(f"bad absent-object choice {o.absent_from!r}", fix="use cooccur, popular or random")
+    if o.omit_from not in ("cooccur", "habit", "random"):
+        raise InputError(f"bad omitted-object choice {o.omit_from!r}", fix="use cooccur, habit or random")
+    if o.omit_from == "habit" and not responses:
+        raise InputError("omit-from habit drops the objects the model's responses name where absent, and no "
+                         "responses were given", fix="pass --responses (the model's sampled captions), or use "
+                         "--omit-from cooccur or random")
     if o.qa_questions not in ("both", "one"):
         raise InputError(f"bad qa questions {o.qa_questions!r}", fix="use both (a present and an absent object "
                          "per image) or one (either, by a seeded coin)")
@@ -177,11 +185,12 @@ def parse_edit_mix(text: str | dict) -> dict[str, float]:
 def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str], captions: Path | None = None,
                   responses: Path | None = None, vocab: str = "coco", exclude: Path | None = None, seed: int = 0,
                   edit_mix: str = "insert=1,swap=1,omit=1",
-                  absent_from: Literal["cooccur", "popular", "random"] = "cooccur", top_k: int = 3,
+                  absent_from: Literal["cooccur", "popular", "random"] = "cooccur",
+                  omit_from: Literal["cooccur", "habit", "random"] = "random", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
                   compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
-                  answers: Path | None = None,
+                  answers: Path | None = None, correct_complete: bool = False,
                   skip_bad: bool = False, check_images: bool = True) -> int:
     """Mine preference pairs (DPO) from grounded annotations.
 
@@ -205,6 +214,10 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         edit_mix: inject edit proportions, e.g. insert=1,swap=1,omit=1 (omission pairs keep recall); a
             pipeline YAML may give a mapping {insert: 1, swap: 1, omit: 1}.
         absent_from: how inject picks the absent object: cooccur (most tempting), popular or random.
+        omit_from: which present object inject's omit edit drops: random; cooccur (the one the other named
+            objects predict most); or habit (the one the model's --responses most often name where it is
+            absent). Where insertions and corrections teach "not there, do not name it", these teach "there,
+            name it", so DPO learns to look rather than to avoid the word.
         top_k: draw the absent object among the top-k candidates, weighted by score.
         per_image: pairs per image and strategy.
         margin: rank: minimum score difference (score = coverage - hallucinated objects).
@@ -219,6 +232,10 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         answers: qa on-policy: the model's sampled answers to yes/no questions about these images
             (`halign data pope` questions through `halign eval generate --sample`); qa then pairs every
             question it answered wrong at least once (chosen: the true answer, rejected: the wrong one).
+        correct_complete: correct also adds the present objects a response leaves out (chosen = the
+            response right both ways, about as long as the rejected one) and corrects responses that only
+            leave objects out: the correction pairs then teach "name what is there" as well as "not what is
+            not", and do not teach DPO to stop early.
         skip_bad: skip and count bad annotation records instead of stopping.
         check_images: check that every image file exists.
     """
@@ -228,8 +245,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                               check_images=check_images)
     t_load = time.perf_counter() - t0
     options = MiningOptions(prompt=prompt, edit_mix=parse_edit_mix(edit_mix), absent_from=absent_from,
-                            top_k=top_k, per_image=per_image, compose=compose, margin=margin,
+                            omit_from=omit_from, top_k=top_k, per_image=per_image, compose=compose, margin=margin,
                             length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
+                            correct_complete=correct_complete,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None
     asked = read_answers(answers) if answers is not None else None

@@ -178,6 +178,37 @@ def test_swap_and_omit(seed):
         "omit", OMITS[old], [], [])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_omit_from_cooccur_drops_the_object_the_others_predict(seed):
+    # {star, ring} (images 2, 3): P(ring|star) = 2/3 beats P(star|ring) = 2/4, so top_k=1 drops the ring
+    recs, _ = mine(world(), ["inject"], seed=seed, edit_mix={"omit": 1}, omit_from="cooccur", top_k=1, compose=False)
+    assert [(text(only(recs, i), "rejected"), only(recs, i)["objects_removed"]) for i in (2, 3)] == [
+        ("A star.", ["ring"]), ("A green star.", ["ring"])]
+    # {ring, arrow} (image 5): P(ring|arrow) = 2/2 beats P(arrow|ring) = 2/4
+    assert only(recs, 5)["objects_removed"] == ["ring"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_omit_from_habit_drops_what_the_model_adds_where_absent(seed):
+    # the model's responses name a heart where there is none (twice) and a star once: where a heart is there
+    # (image 4, {moon, heart}), its omit edit drops the heart, not the moon
+    responses = {1: ["A star, a moon and a heart."], 2: ["A star, a ring and a heart."], 5: ["A ring and a star."]}
+    recs, _ = mine(world(), ["inject"], seed=seed, edit_mix={"omit": 1}, omit_from="habit", top_k=1,
+                   compose=False, responses=responses)
+    assert (text(only(recs, 4), "rejected"), only(recs, 4)["objects_removed"]) == ("A moon.", ["heart"])
+    assert only(recs, 1)["objects_removed"] == ["star"]          # star 1 habit, moon 0
+    # no habit among an image's objects: a random one, as omit_from random draws it
+    plain, _ = mine(world(), ["inject"], seed=seed, edit_mix={"omit": 1}, compose=False)
+    assert only(recs, 6) == only(plain, 6)
+
+
+def test_omit_from_habit_needs_responses():
+    with pytest.raises(InputError, match="omit-from habit"):
+        mine(world(), ["inject"], omit_from="habit")
+    with pytest.raises(InputError, match="bad omitted-object choice"):
+        mine(world(), ["inject"], omit_from="often")
+
+
 def test_omit_falls_back_to_swap_for_a_single_object():
     recs, stats = mine([img(1, ["star"], ["A red star."]), img(2, ["star", "moon"])], ["inject"],
                        edit_mix={"omit": 1, "swap": 1, "insert": 1}, seed=3)
@@ -272,6 +303,26 @@ def test_correct_removes_hallucinated_phrases():
     recs, _ = mine(world()[:1], ["correct"])  # no responses: the GT captions that hallucinate
     assert [(text(r, "chosen"), text(r, "rejected"), r["source"]) for r in recs] == [
         ("A star.", "A star and a heart.", "caption")]
+
+
+def test_correct_complete_also_names_what_the_response_left_out():
+    # truth {star, moon}: the ring goes and the missing moon is added (in the caption's style: coloured)
+    responses = {"1": ["A red star and a green ring.", "A star."]}
+    recs, _ = mine(world()[:1], ["correct"], responses=responses, correct_complete=True, per_image=2)
+    by_rejected = {text(r, "rejected"): r for r in recs}
+    fixed = by_rejected["A red star and a green ring."]
+    assert re.fullmatch(r"A red star and an? (red|blue|green|yellow|purple|orange|white|black) moon\.",
+                        text(fixed, "chosen"))
+    assert (fixed["edit"], fixed["rejected_hallucinated"], fixed["objects_added"], fixed["objects_removed"]) == (
+        "complete", ["ring"], ["ring"], ["moon"])
+    # a response that only leaves the moon out is corrected too (uncoloured, like the response)
+    only_missing = by_rejected["A star."]
+    assert (text(only_missing, "chosen"), only_missing["edit"], only_missing["rejected_hallucinated"],
+            only_missing["objects_removed"]) == ("A star and a moon.", "complete", [], ["moon"])
+    # without correct_complete: removal only, and "A star." is nothing to correct
+    recs, _ = mine(world()[:1], ["correct"], responses=responses, per_image=2)
+    assert [(text(r, "chosen"), text(r, "rejected"), r["edit"]) for r in recs] == [
+        ("A red star.", "A red star and a green ring.", "correct")]
 
 
 def test_exact_duplicates_dropped():
