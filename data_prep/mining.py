@@ -32,6 +32,10 @@ class MiningOptions:
     # (habit). The last two mirror the insertions and corrections: the objects DPO learns not to add where
     # absent are the ones it must keep naming where present, or it learns to avoid the word, not to look
     omit_from: str = "random"  # cooccur | habit | random
+    # the texts inject edits: GT captions (then one composed from the boxes), or first the model's own
+    # responses that name only present objects (on-policy text: the edits then sit where the model's own
+    # decisions are, as correct's do), then the captions
+    inject_from: str = "captions"  # captions | responses
     top_k: int = 3  # draw the absent object among the k best candidates, weighted by score
     per_image: int = 1  # pairs per image and strategy (different captions / responses where possible)
     compose: bool = True  # compose a caption from the annotations when no GT caption is grounded
@@ -137,6 +141,13 @@ class Miner:
         present = image.object_names
         captions = list(dict.fromkeys(image.captions))
         rng.shuffle(captions)
+        if self.o.inject_from == "responses":
+            own = list(dict.fromkeys(self.responses.get(str(image.image_id), ())))
+            rng.shuffle(own)
+            for text in own:
+                ms, objs = self.objects(text)
+                if objs and objs <= present:
+                    yield text, ms, objs, "response"
         for text in captions:
             ms, objs = self.objects(text)
             if objs and objs <= present:

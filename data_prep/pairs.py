@@ -120,6 +120,11 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
         raise InputError(f"bad absent-object choice {o.absent_from!r}", fix="use cooccur, popular or random")
     if o.omit_from not in ("cooccur", "habit", "random"):
         raise InputError(f"bad omitted-object choice {o.omit_from!r}", fix="use cooccur, habit or random")
+    if o.inject_from not in ("captions", "responses"):
+        raise InputError(f"bad inject text source {o.inject_from!r}", fix="use captions or responses")
+    if o.inject_from == "responses" and not responses:
+        raise InputError("inject-from responses edits the model's own responses, and no responses were given",
+                         fix="pass --responses (the model's sampled captions), or use --inject-from captions")
     if o.omit_from == "habit" and not responses:
         raise InputError("omit-from habit drops the objects the model's responses name where absent, and no "
                          "responses were given", fix="pass --responses (the model's sampled captions), or use "
@@ -186,7 +191,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   responses: Path | None = None, vocab: str = "coco", exclude: Path | None = None, seed: int = 0,
                   edit_mix: str = "insert=1,swap=1,omit=1",
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur",
-                  omit_from: Literal["cooccur", "habit", "random"] = "random", top_k: int = 3,
+                  omit_from: Literal["cooccur", "habit", "random"] = "random",
+                  inject_from: Literal["captions", "responses"] = "captions", top_k: int = 3,
                   per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
                   compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
@@ -218,6 +224,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
             objects predict most); or habit (the one the model's --responses most often name where it is
             absent). Where insertions and corrections teach "not there, do not name it", these teach "there,
             name it", so DPO learns to look rather than to avoid the word.
+        inject_from: the texts inject edits: captions (GT, else composed from the boxes), or responses: first
+            the model's own --responses that name only present objects (on-policy text, so the edits sit at
+            the model's own decisions), then the captions.
         top_k: draw the absent object among the top-k candidates, weighted by score.
         per_image: pairs per image and strategy.
         margin: rank: minimum score difference (score = coverage - hallucinated objects).
@@ -245,7 +254,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                               check_images=check_images)
     t_load = time.perf_counter() - t0
     options = MiningOptions(prompt=prompt, edit_mix=parse_edit_mix(edit_mix), absent_from=absent_from,
-                            omit_from=omit_from, top_k=top_k, per_image=per_image, compose=compose, margin=margin,
+                            omit_from=omit_from, inject_from=inject_from, top_k=top_k, per_image=per_image, compose=compose, margin=margin,
                             length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
                             correct_complete=correct_complete,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)

@@ -202,6 +202,20 @@ def test_omit_from_habit_drops_what_the_model_adds_where_absent(seed):
     assert only(recs, 6) == only(plain, 6)
 
 
+def test_inject_from_responses_edits_the_models_own_grounded_text():
+    # image 1 {star, moon}: the one response naming only present objects is edited; the one that
+    # hallucinates a ring is never a chosen side. Image 2 has no grounded response: its GT caption is used.
+    responses = {1: ["A star, a moon and a ring.", "A green star next to a yellow moon."], 2: ["A heart."]}
+    recs, _ = mine(world(), ["inject"], edit_mix={"omit": 1}, compose=False, inject_from="responses",
+                   responses=responses)
+    one = only(recs, 1)
+    assert (text(one, "chosen"), one["source"]) == ("A green star next to a yellow moon.", "response")
+    assert text(one, "rejected") in ("A green star.", "A yellow moon.")
+    assert (text(only(recs, 2), "chosen"), only(recs, 2)["source"]) == ("A star next to a ring.", "caption")
+    with pytest.raises(InputError, match="inject-from responses"):
+        mine(world(), ["inject"], inject_from="responses")
+
+
 def test_omit_from_habit_needs_responses():
     with pytest.raises(InputError, match="omit-from habit"):
         mine(world(), ["inject"], omit_from="habit")
