@@ -41,6 +41,11 @@ class MiningOptions:
     compose: bool = True  # compose a caption from the annotations when no GT caption is grounded
     margin: float = 0.5  # rank: minimum score difference between chosen and rejected
     hallucination_weight: float = 1.0  # rank score = coverage - weight * hallucinated objects
+    # rank score also subtracts repeat_weight * repeated mentions (an object named again), and with a weight
+    # > 0 correct never corrects a response that names an object twice: sampled captions that repeat a
+    # present object instead of naming an absent one would otherwise win as chosen sides and teach the
+    # repetition (0 by default: on COCO "a man ... the man" is a fine caption)
+    repeat_weight: float = 0.0
     length_match: float | None = None  # keep pairs with max(c/r, r/c) <= 1 + length_match (words)
     corruptions: tuple = ("crop", "noise", "blur", "mask")
     images_dir: str = "pair_images"  # image strategy: rejected images, relative to the pairs file
@@ -340,7 +345,9 @@ class Miner:
 
         s = response_stats(text, truth, self.vocab, self.o.mention_mode)
         hallucinated = list(dict.fromkeys(s["hallucinated"]))
-        return round(s["coverage"] - self.o.hallucination_weight * len(hallucinated), 6), hallucinated
+        repeats = len(s["mentioned"]) - len(set(s["mentioned"]))
+        return round(s["coverage"] - self.o.hallucination_weight * len(hallucinated)
+                     - self.o.repeat_weight * repeats, 6), hallucinated
 
     def rank(self, image: GroundedImage) -> Iterator[dict]:
         texts = list(dict.fromkeys(self.responses.get(str(image.image_id), ())))
@@ -391,6 +398,9 @@ class Miner:
             if n == self.o.per_image:
                 break
             ms, objs = self.objects(text)
+            if self.o.repeat_weight > 0 and len(ms) > len(objs):
+                self.stats.skip("correct: names an object twice")
+                continue
             hallucinated = [o for o in dict.fromkeys(m.object for m in ms) if o not in truth]
             missing = [o for o in sayable if o not in objs] if self.o.correct_complete else []
             if not hallucinated and not missing:

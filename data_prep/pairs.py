@@ -132,6 +132,8 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
     if o.qa_questions not in ("both", "one"):
         raise InputError(f"bad qa questions {o.qa_questions!r}", fix="use both (a present and an absent object "
                          "per image) or one (either, by a seeded coin)")
+    if o.repeat_weight < 0:
+        raise InputError(f"repeat weight {o.repeat_weight} is negative", fix="give 0 (repeats cost nothing) or more")
     if o.per_image < 1 or o.top_k < 1:
         raise InputError("per-image and top-k must be at least 1")
     if o.length_match is not None and o.length_match < 0:
@@ -193,7 +195,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   absent_from: Literal["cooccur", "popular", "random"] = "cooccur",
                   omit_from: Literal["cooccur", "habit", "random"] = "random",
                   inject_from: Literal["captions", "responses"] = "captions", top_k: int = 3,
-                  per_image: int = 1, margin: float = 0.5, length_match: float | None = None,
+                  per_image: int = 1, margin: float = 0.5, repeat_weight: float = 0.0,
+                  length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
                   compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
                   answers: Path | None = None, correct_complete: bool = False,
@@ -230,6 +233,10 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         top_k: draw the absent object among the top-k candidates, weighted by score.
         per_image: pairs per image and strategy.
         margin: rank: minimum score difference (score = coverage - hallucinated objects).
+        repeat_weight: rank's score also subtracts this times the repeated mentions (an object named again),
+            and with a weight > 0 correct skips responses that name an object twice: sampled captions that
+            repeat a present object in place of an absent one otherwise win as chosen sides and teach the
+            repetition (0 by default: "a man ... the man" is a fine COCO caption).
         length_match: keep only pairs whose word counts differ by at most this fraction (e.g. 0.2).
         prompt: the user prompt of every pair.
         corruptions: image strategy corruptions to draw from (crop noise blur mask; default all).
@@ -254,7 +261,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                               check_images=check_images)
     t_load = time.perf_counter() - t0
     options = MiningOptions(prompt=prompt, edit_mix=parse_edit_mix(edit_mix), absent_from=absent_from,
-                            omit_from=omit_from, inject_from=inject_from, top_k=top_k, per_image=per_image, compose=compose, margin=margin,
+                            omit_from=omit_from, inject_from=inject_from, top_k=top_k, per_image=per_image,
+                            compose=compose, margin=margin, repeat_weight=repeat_weight,
                             length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
                             correct_complete=correct_complete,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)

@@ -339,6 +339,24 @@ def test_correct_complete_also_names_what_the_response_left_out():
         ("A red star.", "A red star and a green ring.", "correct")]
 
 
+def test_repeat_weight_keeps_repeating_responses_off_the_chosen_side():
+    # truth {star, moon}: "A star, a star and a moon." covers both (1.0) and names the star twice
+    responses = {"1": ["A star, a star and a moon.", "A star."]}
+    recs, _ = mine(world()[:1], ["rank"], responses=responses)
+    assert [(text(r, "chosen"), r["chosen_score"], r["rejected_score"]) for r in recs] == [
+        ("A star, a star and a moon.", 1.0, 0.5)]
+    recs, _ = mine(world()[:1], ["rank"], responses=responses, repeat_weight=1.0)
+    assert [(text(r, "chosen"), text(r, "rejected"), r["chosen_score"], r["rejected_score"]) for r in recs] == [
+        ("A star.", "A star, a star and a moon.", 0.5, 0.0)]
+    responses = {"1": ["A star, a star, a moon and a ring."]}
+    recs, _ = mine(world()[:1], ["correct"], responses=responses)
+    assert [text(r, "chosen") for r in recs] == ["A star, a star and a moon."]
+    recs, stats = mine(world()[:1], ["correct"], responses=responses, repeat_weight=1.0)
+    assert recs == [] and stats.skipped == {"correct: names an object twice": 1}
+    with pytest.raises(InputError, match="repeat weight"):
+        mine(world()[:1], ["rank"], responses=responses, repeat_weight=-1.0)
+
+
 def test_exact_duplicates_dropped():
     responses = {1: ["A star and a moon.", "A star, a moon and a ring."]}
     recs, stats = mine(world()[:1], ["rank", "correct"], responses=responses)
