@@ -34,7 +34,11 @@ def test_every_stage_finished_with_a_manifest(quick_run):
     rows = [json.loads(line) for line in (out / "pairs/pairs.jsonl").read_text().splitlines()]
     qa = [r for r in rows if r["strategy"] == "qa"]
     assert qa and all(r["chosen"] == r["rejected"] for r in qa)
-    assert {"inject", "qa"} <= {r["strategy"] for r in rows}
+    assert {"inject", "qa", "correct"} <= {r["strategy"] for r in rows}
+    # corrections of the SFT model's own samples: chosen = the sample without what it hallucinated
+    assert all(r["rejected_hallucinated"] and not r["chosen_hallucinated"] for r in rows if r["strategy"] == "correct")
+    # the omit edits drop what those samples name where it is absent (omit_from: habit)
+    assert json.loads((out / "pairs/stats.json").read_text())["options"]["omit_from"] == "habit"
     assert not list(out.rglob("stage.started.json"))
 
 
