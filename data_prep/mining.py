@@ -62,7 +62,8 @@ class MiningOptions:
     qa_replay: bool = False
     # correct: also name the present objects a response leaves out (chosen = the response made right both
     # ways), and correct responses that only leave objects out. Removal alone makes the chosen side shorter
-    # than the rejected one, and DPO then learns to stop early (the demo lost recall that way)
+    # than the rejected one, and DPO then learns to stop early (the demo lost recall that way; completed,
+    # it kept recall and lost POPE F1 instead, so the demo does not complete)
     correct_complete: bool = False
 
 
