@@ -65,6 +65,11 @@ class MiningOptions:
     # than the rejected one, and DPO then learns to stop early (the demo lost recall that way; completed,
     # it kept recall and lost POPE F1 instead, so the demo does not complete)
     correct_complete: bool = False
+    # correct: only correct responses whose correction still names every present object (the chosen side is
+    # then a complete caption). The correction's chosen side also trains DPO's sft term, and about half of
+    # the demo's sampled captions that name an absent object also leave a present one out: corrected, they
+    # teach the model to leave it out. Without completing anything, so the chosen text stays the model's own
+    correct_only_complete: bool = False
 
 
 class Miner:
@@ -412,6 +417,9 @@ class Miner:
             left = self.objects(fixed)[1] if fixed is not None else set()
             if not left:
                 self.stats.skip("correct: nothing left after removing the hallucinations")
+                continue
+            if self.o.correct_only_complete and not self.o.correct_complete and not set(sayable) <= left:
+                self.stats.skip("correct: the correction leaves a present object out")
                 continue
             for o in missing:   # appended to the list, as inject's insert edit does
                 fixed = insert_object(fixed, self.extract(fixed), self.surface(o), rng)

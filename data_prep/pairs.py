@@ -200,6 +200,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
                   compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
                   answers: Path | None = None, correct_complete: bool = False,
+                  correct_only_complete: bool = False,
                   skip_bad: bool = False, check_images: bool = True) -> int:
     """Mine preference pairs (DPO) from grounded annotations.
 
@@ -253,6 +254,9 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
             leave objects out: the correction pairs then teach "name what is there" as well as "not what is
             not", and teach DPO less to stop early (on the demo recall held, but the cut and POPE F1 fell:
             README, "DPO targets on the Intel CPU").
+        correct_only_complete: correct only corrects responses that, without their hallucinations, still
+            name every present object, so no chosen side (which DPO's sft term also learns) leaves an
+            object out; the chosen text stays the model's own (with correct_complete it changes nothing).
         skip_bad: skip and count bad annotation records instead of stopping.
         check_images: check that every image file exists.
     """
@@ -265,7 +269,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                             omit_from=omit_from, inject_from=inject_from, top_k=top_k, per_image=per_image,
                             compose=compose, margin=margin, repeat_weight=repeat_weight,
                             length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
-                            correct_complete=correct_complete,
+                            correct_complete=correct_complete, correct_only_complete=correct_only_complete,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None
     asked = read_answers(answers) if answers is not None else None

@@ -339,6 +339,18 @@ def test_correct_complete_also_names_what_the_response_left_out():
         ("A red star.", "A red star and a green ring.", "correct")]
 
 
+def test_correct_only_complete_skips_corrections_that_leave_an_object_out():
+    # truth {star, moon}: without the ring, the first response still leaves the moon out
+    responses = {"1": ["A red star and a green ring.", "A star, a ring and a moon."]}
+    recs, stats = mine(world()[:1], ["correct"], responses=responses, correct_only_complete=True, per_image=2)
+    assert [(text(r, "chosen"), text(r, "rejected"), r["edit"]) for r in recs] == [
+        ("A star and a moon.", "A star, a ring and a moon.", "correct")]
+    assert stats.skipped == {"correct: the correction leaves a present object out": 1}
+    # without it both are corrected, the first into a caption without the moon
+    recs, _ = mine(world()[:1], ["correct"], responses=responses, per_image=2)
+    assert sorted(text(r, "chosen") for r in recs) == ["A red star.", "A star and a moon."]
+
+
 def test_repeat_weight_keeps_repeating_responses_off_the_chosen_side():
     # truth {star, moon}: "A star, a star and a moon." covers both (1.0) and names the star twice
     responses = {"1": ["A star, a star and a moon.", "A star."]}
