@@ -94,7 +94,8 @@ def _add_arguments(parser: argparse.ArgumentParser, func) -> None:
         help_text = arg_help.get(name, "")
         if not required and default not in (None, False):
             help_text += f" (default: {default})"
-        kw: dict = {"dest": name, "help": help_text.strip() or None}
+        # argparse %-formats help strings; a docstring's "50 %" must reach it as "50 %%"
+        kw: dict = {"dest": name, "help": help_text.strip().replace("%", "%%") or None}
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=bool(default), **kw)
             continue
@@ -138,7 +139,7 @@ def build_parser(only: tuple[str, ...] | None = None) -> argparse.ArgumentParser
         func = _load(target)
         summary, _ = _doc_summary_and_args(func)
         first = summary.split("\n")[0]
-        p = container.add_parser(name, help=first, description=summary,
+        p = container.add_parser(name, help=first.replace("%", "%%"), description=summary,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  add_help=not _is_raw(func))
         p.set_defaults(_target=target)

@@ -59,6 +59,25 @@ def test_every_verb_has_help():
 
 
 @pytest.mark.unit
+def test_a_percent_sign_in_a_docstring_does_not_break_help():
+    import argparse
+
+    from align.cli import _add_arguments
+
+    def verb(rate: float = 0.5) -> int:
+        """Do it.
+
+        Args:
+            rate: the share kept (50 % by default; %d and %(prog)s stay text).
+        """
+        return 0
+
+    parser = argparse.ArgumentParser(prog="verb")
+    _add_arguments(parser, verb)
+    assert "50 % by default; %d and %(prog)s stay text" in parser.format_help().replace("\n", " ").replace("  ", " ")
+
+
+@pytest.mark.unit
 def test_bad_input_gives_one_paragraph_and_exit_2(tmp_path, capsys):
     rc = main(["eval", "chair", "--captions", str(tmp_path / "none.jsonl"), "--annotations",
                str(tmp_path / "none.json"), "--out", str(tmp_path / "o.json")])
