@@ -418,12 +418,12 @@ class Miner:
             if not left:
                 self.stats.skip("correct: nothing left after removing the hallucinations")
                 continue
-            if self.o.correct_only_complete and not self.o.correct_complete and not set(sayable) <= left:
-                self.stats.skip("correct: the correction leaves a present object out")
-                continue
             for o in missing:   # appended to the list, as inject's insert edit does
                 fixed = insert_object(fixed, self.extract(fixed), self.surface(o), rng)
             left = self.objects(fixed)[1]
+            if self.o.correct_only_complete and not set(sayable) <= left:   # (a completed one always is)
+                self.stats.skip("correct: the correction leaves a present object out")
+                continue
             if not left <= truth or not set(missing) <= left:
                 self.stats.skip("correct: correction failed the check")
                 continue
