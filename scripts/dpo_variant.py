@@ -9,6 +9,8 @@ again on a finished run's SFT model).
     .venv/bin/python scripts/dpo_variant.py /tmp/bench7/seed1 /tmp/bench8/seed4 --out /tmp/beta3 --set beta=0.3
     # or pairs mined another way from each run's own samples (the pairs stage again, then dpo and eval):
     .venv/bin/python scripts/dpo_variant.py RUN --out /tmp/swap2 --pairs-set edit_mix=insert=1,swap=2,omit=1
+    # or pairs mined from new samples of the run's SFT model (the samples and pairs stages again):
+    .venv/bin/python scripts/dpo_variant.py RUN --out /tmp/s8 --samples-set num_samples=8
 
 RUN is a finished `halign demo` run (or one seed of `scripts/bench_demo.py`). For each RUN the script reads
 its dpo and eval stage manifests (RUN/dpo/stage.json, RUN/eval/stage.json), so the replay uses exactly the
@@ -16,7 +18,8 @@ config text, pairs, SFT model and seed that run used, with the --set fields chan
 loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of the stages dpo and eval (SFT and
 the variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With --pairs-set, a pairs
 stage comes first: the run's pairs stage arguments (RUN/pairs/stage.json) with those fields changed
-(`halign data pairs --help` lists them). With no --set, the replay reproduces the run's DPO. At the end it
+(`halign data pairs --help` lists them). With --samples-set, the run's samples stage comes before that
+(`halign eval generate --help`), and the pairs are mined from its responses. With no --set, the replay reproduces the run's DPO. At the end it
 prints every run's variant beside the run's own DPO (cut, recall, POPE-adversarial F1 with its interval,
 error types, targets missed) and the counts over all runs, also in DIR/summary.json. Exits 1 if a
 DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not below SFT's), 2 on bad
@@ -67,6 +70,21 @@ def pairs_stage(run: Path, pairs_sets: dict) -> dict:
     return {"name": "pairs", "kind": "pairs", "args": args}
 
 
+def samples_stage(run: Path, samples_sets: dict) -> dict:
+    """The run's samples stage (the SFT model's sampled captions the pairs are mined from) with changed
+    arguments, checked against `halign eval generate`'s own parameters."""
+    import inspect
+    from align.generate import generate_command
+    allowed = set(inspect.signature(generate_command).parameters) - {"out"}
+    bad = sorted(set(samples_sets) - allowed)
+    if bad:
+        raise InputError(f"--samples-set: {bad[0]!r} is not an argument of the samples stage",
+                         fix=f"one of {', '.join(sorted(allowed))} (`halign eval generate --help`)")
+    args = dict(stage_identity(run, "samples")["args"])
+    args.update(samples_sets)
+    return {"name": "samples", "kind": "generate", "args": args}
+
+
 def stage_identity(run: Path, stage: str) -> dict:
     path = run / stage / "stage.json"
     if not path.is_file():
@@ -76,7 +94,7 @@ def stage_identity(run: Path, stage: str) -> dict:
 
 
 def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
-                     pairs_sets: dict | None = None) -> tuple[dict, str]:
+                     pairs_sets: dict | None = None, samples_sets: dict | None = None) -> tuple[dict, str]:
     """The pipeline ([pairs,] dpo, eval) and the DPO config text, checked before anything is written."""
     from align.config import check_config_file
     from align.dpo import DPOStageConfig
@@ -90,7 +108,10 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
         if not pairs.is_file():
             raise InputError("pairs file not found", file=pairs, fix="give a pairs.jsonl written by `halign data pairs`")
         args["dataset"] = str(pairs.resolve())
-    mined = pairs_stage(run, pairs_sets) if pairs_sets else None
+    sampled = samples_stage(run, samples_sets) if samples_sets else None
+    mined = pairs_stage(run, pairs_sets or {}) if pairs_sets or sampled else None
+    if sampled:   # new samples mean new pairs: mined from them with the run's (or the changed) pairs arguments
+        mined["args"]["responses"] = "{samples}/responses.jsonl"
     if mined:
         args["dataset"] = "{pairs}/pairs.jsonl"
     header = f"# {run / 'dpo'}'s config" + (f", with {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else "")
@@ -106,7 +127,7 @@ def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
     sft_model = eval_args["checkpoints"].get("sft") or dpo["args"]["model_name_or_path"]
     eval_args["checkpoints"] = {"sft": sft_model, "dpo": "{dpo}/model"}
     seed = dpo["args"].get("seed", 0)
-    pipeline = {"name": f"variant-{run.name}", "seed": seed, "stages": [mined] if mined else []}
+    pipeline = {"name": f"variant-{run.name}", "seed": seed, "stages": [st for st in (sampled, mined) if st]}
     pipeline["stages"] += [
         {"name": "dpo", "kind": "dpo", "config": str((out / "dpo.yaml").resolve()), "args": args},
         {"name": "eval", "kind": "eval", "args": eval_args}]
@@ -177,17 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--pairs-set", dest="pairs_sets", action="append", default=[], metavar="FIELD=VALUE",
                        help="mine each run's pairs again with this pairs-stage argument changed (repeatable), "
                             "e.g. edit_mix=insert=1,swap=2,omit=1")
+    ap.add_argument("--samples-set", dest="samples_sets", action="append", default=[], metavar="FIELD=VALUE",
+                    help="sample the run's SFT model again with this samples-stage argument changed (repeatable), "
+                         "e.g. num_samples=8; the pairs are then mined again from the new samples")
     args = ap.parse_args(argv)
     args.out = args.out.resolve()
     try:
         sets = parse_sets(args.sets)
         pairs_sets = parse_sets(args.pairs_sets, "--pairs-set", "edit_mix=insert=1,swap=2,omit=1")
+        samples_sets = parse_sets(args.samples_sets, "--samples-set", "num_samples=8")
+        if samples_sets and args.pairs is not None:
+            raise InputError("--samples-set mines new pairs, --pairs gives a fixed pairs file",
+                             fix="drop one of them")
         names = [r.name for r in args.runs]
         if len(set(names)) < len(names):
             raise InputError(f"two runs share a folder name ({', '.join(names)})",
                              fix="give runs with distinct folder names, or run the script once per bench")
         plans = [(run, args.out / run.name,
-                  *variant_pipeline(run, args.out / run.name, sets, args.pairs, pairs_sets))
+                  *variant_pipeline(run, args.out / run.name, sets, args.pairs, pairs_sets, samples_sets))
                  for run in args.runs]
     except InputError as e:
         print(f"dpo_variant: error: {e.message()}", file=sys.stderr)

@@ -44,3 +44,44 @@ def test_summary_counts_runs_misses_and_f1_losses_outside_the_noise():
                         "subst/ins/del ? (?), DPO 210 s (150 s), 0 missed (2)")
     assert lines[-1] == ("every DPO target met on 1 of 2 runs (1); targets missed 1 (2); POPE-adversarial F1 "
                          "interval wholly below 0: none (seed0)")
+
+
+def _fake_run(root: Path) -> Path:
+    """A finished run's manifests, as far as the replay reads them (no model: the pipeline is only built)."""
+    import json
+    run = root / "seed4"
+    ident = {"samples": {"kind": "generate", "args": {"model": "/r/sft/model", "prompts": "/r/world/p.jsonl",
+                                                      "sample": True, "num_samples": 4, "seed": 4}},
+             "pairs": {"kind": "pairs", "args": {"annotations": "/r/a.json", "images": "/r/world",
+                                                 "responses": "/r/samples/responses.jsonl", "strategy": ["inject"],
+                                                 "seed": 4}},
+             "dpo": {"kind": "dpo", "config_text": "beta: 0.1\n",
+                     "args": {"model_name_or_path": "/r/sft/model", "dataset": "/r/pairs/pairs.jsonl", "seed": 4}},
+             "eval": {"kind": "eval", "args": {"checkpoints": {"sft": "/r/sft/model", "dpo": "/r/dpo/model"}}}}
+    for stage, identity in ident.items():
+        (run / stage).mkdir(parents=True)
+        (run / stage / "stage.json").write_text(json.dumps({"stage": stage, "identity": identity}))
+    return run
+
+
+def test_samples_set_samples_again_and_mines_the_pairs_from_the_new_samples(tmp_path):
+    run = _fake_run(tmp_path)
+    pipeline, _ = dpo_variant.variant_pipeline(run, tmp_path / "out", {}, None, {"correct_only_complete": True},
+                                               {"num_samples": 8})
+    samples, pairs, dpo, ev = pipeline["stages"]
+    assert (samples["name"], samples["kind"], pairs["name"], dpo["name"], ev["name"]) == \
+        ("samples", "generate", "pairs", "dpo", "eval")
+    assert samples["args"]["num_samples"] == 8 and samples["args"]["model"] == "/r/sft/model"
+    assert pairs["args"]["responses"] == "{samples}/responses.jsonl"      # not the run's old samples
+    assert pairs["args"]["correct_only_complete"] is True and pairs["args"]["strategy"] == ["inject"]
+    assert dpo["args"]["dataset"] == "{pairs}/pairs.jsonl"
+    # without --samples-set the run's own samples stay
+    pipeline, _ = dpo_variant.variant_pipeline(run, tmp_path / "out", {}, None, {"seed": 5})
+    [pairs, _, _] = pipeline["stages"]
+    assert pairs["args"]["responses"] == "/r/samples/responses.jsonl"
+
+
+def test_samples_set_refuses_a_field_generate_does_not_have(tmp_path):
+    run = _fake_run(tmp_path)
+    with pytest.raises(dpo_variant.InputError, match="'n_samples' is not an argument of the samples stage"):
+        dpo_variant.variant_pipeline(run, tmp_path / "out", {}, None, None, {"n_samples": 8})
