@@ -56,6 +56,11 @@ class MiningOptions:
     # qa: "both" asks about a present and an absent object per image; "one" asks one of the two (a seeded
     # coin per image), half the pairs for the same balance of Yes and No
     qa_questions: str = "both"
+    # qa: which present object the present-side question asks about, chosen as omit_from chooses the object
+    # the omit edit drops: random, cooccur or habit. Caption DPO teaches "do not name X where absent" for the
+    # kinds the model adds from habit, and the yes/no answers about those kinds drift to "No" where they
+    # are there; habit rehearses "Yes." on exactly those kinds
+    qa_present_from: str = "random"  # cooccur | habit | random
     # qa: replay instead of preference. rejected = chosen, so DPO's sigmoid term has nothing to push (its
     # logit is 0) and only the SFT term of loss_type [sigmoid, sft] learns the true answer: the SFT task
     # is rehearsed, not re-ranked (on the demo it kept POPE better than qa preference pairs did)
@@ -255,7 +260,7 @@ class Miner:
             return
         for k in range(self.o.per_image):
             rng = self.rng("qa", image, k)
-            obj = present[rng.randrange(len(present))]
+            obj = self.pick_present(present, rng, self.o.qa_present_from, present[rng.randrange(len(present))])
             # "both": the present question, then the absent one; "one": a coin picks which of the two
             sides = ("present", "absent") if self.o.qa_questions == "both" else \
                 (("present",) if rng.random() < 0.5 else ("absent",))
@@ -331,17 +336,23 @@ class Miner:
     def edit_omit(self, image, text, ms, objs, source, rng):
         if len(objs) < 2:
             return None  # dropping the only object leaves nothing to describe
-        old = rng.choice(sorted(objs))
-        if self.o.omit_from == "cooccur" and self.objstats is not None:
-            old = pick_weighted(rng, self.objstats.expected(objs, self.o.top_k), self.o.top_k) or old
-        elif self.o.omit_from == "habit":
-            habitual = sorted(((o, float(self.habits.get(o, 0))) for o in objs), key=lambda t: (-t[1], t[0]))
-            old = pick_weighted(rng, [t for t in habitual if t[1] > 0], self.o.top_k) or old
+        old = self.pick_present(objs, rng, self.o.omit_from, rng.choice(sorted(objs)))
         rejected = remove_object(text, old, self.extract)
         if rejected is None or self.objects(rejected)[1] != objs - {old}:
             self.stats.skip("inject: omit edit failed the check")
             return None
         return self.record(image, "inject", "omit", text, rejected, removed=[old], source=source)
+
+    def pick_present(self, objs, rng: random.Random, how: str, drawn: str) -> str:
+        """A present object: `drawn` (already drawn at random), or the one the others predict most (cooccur),
+        or the one the model's responses most often name where it is absent (habit), each among the top-k
+        by weight; `drawn` where no object has a weight."""
+        if how == "cooccur" and self.objstats is not None:
+            return pick_weighted(rng, self.objstats.expected(set(objs), self.o.top_k), self.o.top_k) or drawn
+        if how == "habit":
+            habitual = sorted(((o, float(self.habits.get(o, 0))) for o in objs), key=lambda t: (-t[1], t[0]))
+            return pick_weighted(rng, [t for t in habitual if t[1] > 0], self.o.top_k) or drawn
+        return drawn
 
     # ------------------------------------------------------------------------------------ rank
     def score(self, text: str, truth: set[str]) -> tuple[float, list[str]]:

@@ -79,11 +79,11 @@ def mine_pairs(images: Iterable[GroundedImage], strategies, vocab, *, seed: int,
             kept.append(im)
     # statistics from the mined images only: evaluation images must not shape the training pairs either
     object_stats = ObjectStats(im.object_names for im in kept) if (
-        ("inject" in strategies or "qa" in strategies) and (o.absent_from != "random" or o.omit_from == "cooccur")) else None
+        ("inject" in strategies or "qa" in strategies) and (o.absent_from != "random" or "cooccur" in (o.omit_from, o.qa_present_from))) else None
     resp = {str(k): list(v) for k, v in (responses or {}).items()}
     mode = o.mention_mode
     extract = lambda text: extract_mentions(text, vocab, mode)  # noqa: E731
-    habits = Miner.count_habits(kept, resp, extract) if o.omit_from == "habit" else None
+    habits = Miner.count_habits(kept, resp, extract) if "habit" in (o.omit_from, o.qa_present_from) else None
     miner = Miner(vocab, extract, o, seed, stats, object_stats, resp,
                   answers={str(k): v for k, v in answers.items()} if answers is not None else None, habits=habits)
     methods = [getattr(miner, _METHOD[s]) for s in strategies]
@@ -120,6 +120,8 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
         raise InputError(f"bad absent-object choice {o.absent_from!r}", fix="use cooccur, popular or random")
     if o.omit_from not in ("cooccur", "habit", "random"):
         raise InputError(f"bad omitted-object choice {o.omit_from!r}", fix="use cooccur, habit or random")
+    if o.qa_present_from not in ("cooccur", "habit", "random"):
+        raise InputError(f"bad qa present-object choice {o.qa_present_from!r}", fix="use cooccur, habit or random")
     if o.inject_from not in ("captions", "responses"):
         raise InputError(f"bad inject text source {o.inject_from!r}", fix="use captions or responses")
     if o.inject_from == "responses" and not responses:
@@ -129,6 +131,10 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
         raise InputError("omit-from habit drops the objects the model's responses name where absent, and no "
                          "responses were given", fix="pass --responses (the model's sampled captions), or use "
                          "--omit-from cooccur or random")
+    if o.qa_present_from == "habit" and not responses:
+        raise InputError("qa-present-from habit asks about the objects the model's responses name where absent, "
+                         "and no responses were given", fix="pass --responses (the model's sampled captions), or "
+                         "use --qa-present-from cooccur or random")
     if o.qa_questions not in ("both", "one"):
         raise InputError(f"bad qa questions {o.qa_questions!r}", fix="use both (a present and an absent object "
                          "per image) or one (either, by a seeded coin)")
@@ -199,6 +205,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                   length_match: float | None = None,
                   prompt: str = "Describe the image.", corruptions: list[str] | None = None,
                   compose: bool = True, qa_questions: Literal["both", "one"] = "both", qa_replay: bool = False,
+                  qa_present_from: Literal["cooccur", "habit", "random"] = "random",
                   answers: Path | None = None, correct_complete: bool = False,
                   correct_only_complete: bool = False,
                   skip_bad: bool = False, check_images: bool = True) -> int:
@@ -243,6 +250,10 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         corruptions: image strategy corruptions to draw from (crop noise blur mask; default all).
         compose: compose a caption from the boxes when an image has no grounded GT caption.
         qa_questions: qa: both (a present and an absent object per image) or one of the two (seeded coin).
+        qa_present_from: qa: which present object the "Yes." question asks about: random; cooccur (the one
+            the other objects predict most); or habit (the one the model's --responses most often name where
+            it is absent: caption DPO teaches not to name it where absent, and the answers about it drift to
+            "No" where it is there).
         qa_replay: qa: rejected = chosen (the true answer). DPO's sigmoid term then ignores these rows and only
             the SFT term of loss_type [sigmoid, sft] learns from them: a rehearsal of the yes/no task that
             keeps caption DPO from drifting it.
@@ -271,6 +282,7 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
                             omit_from=omit_from, inject_from=inject_from, top_k=top_k, per_image=per_image,
                             compose=compose, margin=margin, repeat_weight=repeat_weight,
                             length_match=length_match, qa_questions=qa_questions, qa_replay=qa_replay,
+                            qa_present_from=qa_present_from,
                             correct_complete=correct_complete, correct_only_complete=correct_only_complete,
                             corruptions=tuple(corruptions) if corruptions else MiningOptions().corruptions)
     resp = read_responses(responses) if responses is not None else None

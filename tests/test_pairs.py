@@ -202,6 +202,28 @@ def test_omit_from_habit_drops_what_the_model_adds_where_absent(seed):
     assert only(recs, 6) == only(plain, 6)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_qa_present_from_habit_asks_about_what_the_model_adds_where_absent(seed):
+    # the responses name a heart where there is none twice and a star once: image 4 {moon, heart} is asked
+    # about its heart, image 1 {star, moon} about its star (moon: no habit); the absent-side question is
+    # unchanged. Image 5 {ring, arrow} holds no habitual kind: its question is the random one
+    responses = {1: ["A star, a moon and a heart."], 2: ["A star, a ring and a heart."], 5: ["A ring and a star."]}
+    recs, _ = mine(world(), ["qa"], seed=seed, top_k=1, qa_present_from="habit", responses=responses)
+    plain, _ = mine(world(), ["qa"], seed=seed, top_k=1)
+
+    def asked(rs, i, side):
+        [r] = [r for r in rs if r["image_id"] == i and r["edit"] == side]
+        return r["prompt"][0]["content"][1]["text"]
+    assert asked(recs, 4, "present") == "Is there a heart in the image?"
+    assert asked(recs, 1, "present") == "Is there a star in the image?"
+    assert asked(recs, 1, "absent") == asked(plain, 1, "absent") == "Is there a ring in the image?"
+    assert [r for r in recs if r["image_id"] == 5] == [r for r in plain if r["image_id"] == 5]
+    with pytest.raises(InputError, match="qa-present-from habit"):
+        mine(world(), ["qa"], qa_present_from="habit")
+    with pytest.raises(InputError, match="bad qa present-object choice"):
+        mine(world(), ["qa"], qa_present_from="often", responses=responses)
+
+
 def test_inject_from_responses_edits_the_models_own_grounded_text():
     # image 1 {star, moon}: the one response naming only present objects is edited; the one that
     # hallucinates a ring is never a chosen side. Image 2 has no grounded response: its GT caption is used.
