@@ -253,7 +253,8 @@ def pairs_command(annotations: Path, images: Path, out: Path, strategy: list[str
         qa_present_from: qa: which present object the "Yes." question asks about: random; cooccur (the one
             the other objects predict most); or habit (the one the model's --responses most often name where
             it is absent: caption DPO teaches not to name it where absent, and the answers about it drift to
-            "No" where it is there).
+            "No" where it is there). On the demo habit made every answer drift to "No" (the common kinds
+            lost their "Yes." rows): README, "More samples, rehearsal and the sft weight".
         qa_replay: qa: rejected = chosen (the true answer). DPO's sigmoid term then ignores these rows and only
             the SFT term of loss_type [sigmoid, sft] learns from them: a rehearsal of the yes/no task that
             keeps caption DPO from drifting it.
