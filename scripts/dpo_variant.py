@@ -56,33 +56,31 @@ def parse_sets(items: list[str], flag: str = "--set", example: str = "beta=0.3")
     return out
 
 
-def pairs_stage(run: Path, pairs_sets: dict) -> dict:
-    """The run's pairs stage with changed arguments, checked against `halign data pairs`' own parameters."""
+def changed_stage(run: Path, name: str, kind: str, command, sets: dict, cli: str) -> dict:
+    """The run's `name` stage with changed arguments, each checked against the stage command's own
+    parameters (`command`, what `halign {cli}` runs)."""
     import inspect
-    from data_prep.pairs import pairs_command
-    allowed = set(inspect.signature(pairs_command).parameters) - {"out"}
-    bad = sorted(set(pairs_sets) - allowed)
+    allowed = set(inspect.signature(command).parameters) - {"out"}
+    bad = sorted(set(sets) - allowed)
     if bad:
-        raise InputError(f"--pairs-set: {bad[0]!r} is not an argument of the pairs stage",
-                         fix=f"one of {', '.join(sorted(allowed))} (`halign data pairs --help`)")
-    args = dict(stage_identity(run, "pairs")["args"])
-    args.update(pairs_sets)
-    return {"name": "pairs", "kind": "pairs", "args": args}
+        raise InputError(f"--{name}-set: {bad[0]!r} is not an argument of the {name} stage",
+                         fix=f"one of {', '.join(sorted(allowed))} (`halign {cli} --help`)")
+    args = dict(stage_identity(run, name)["args"])
+    args.update(sets)
+    return {"name": name, "kind": kind, "args": args}
+
+
+def pairs_stage(run: Path, pairs_sets: dict) -> dict:
+    """The run's pairs stage with changed arguments."""
+    from data_prep.pairs import pairs_command
+    return changed_stage(run, "pairs", "pairs", pairs_command, pairs_sets, "data pairs")
 
 
 def samples_stage(run: Path, samples_sets: dict) -> dict:
     """The run's samples stage (the SFT model's sampled captions the pairs are mined from) with changed
-    arguments, checked against `halign eval generate`'s own parameters."""
-    import inspect
+    arguments."""
     from align.generate import generate_command
-    allowed = set(inspect.signature(generate_command).parameters) - {"out"}
-    bad = sorted(set(samples_sets) - allowed)
-    if bad:
-        raise InputError(f"--samples-set: {bad[0]!r} is not an argument of the samples stage",
-                         fix=f"one of {', '.join(sorted(allowed))} (`halign eval generate --help`)")
-    args = dict(stage_identity(run, "samples")["args"])
-    args.update(samples_sets)
-    return {"name": "samples", "kind": "generate", "args": args}
+    return changed_stage(run, "samples", "generate", generate_command, samples_sets, "eval generate")
 
 
 def stage_identity(run: Path, stage: str) -> dict:
