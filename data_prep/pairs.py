@@ -111,6 +111,10 @@ def _pair_key(rec: dict) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
+# how Miner.pick_present chooses a present object (omit_from, qa_present_from)
+PRESENT_CHOICES = ("cooccur", "habit", "random")
+
+
 def _check_options(o: MiningOptions, strategies, responses) -> None:
     bad = [e for e in o.edit_mix if e not in EDITS]
     if bad or any(w < 0 for w in o.edit_mix.values()) or not any(w > 0 for w in o.edit_mix.values()):
@@ -118,9 +122,9 @@ def _check_options(o: MiningOptions, strategies, responses) -> None:
                          "e.g. insert=1,swap=1,omit=1")
     if o.absent_from not in ("cooccur", "popular", "random"):
         raise InputError(f"bad absent-object choice {o.absent_from!r}", fix="use cooccur, popular or random")
-    if o.omit_from not in ("cooccur", "habit", "random"):
+    if o.omit_from not in PRESENT_CHOICES:
         raise InputError(f"bad omitted-object choice {o.omit_from!r}", fix="use cooccur, habit or random")
-    if o.qa_present_from not in ("cooccur", "habit", "random"):
+    if o.qa_present_from not in PRESENT_CHOICES:
         raise InputError(f"bad qa present-object choice {o.qa_present_from!r}", fix="use cooccur, habit or random")
     if o.inject_from not in ("captions", "responses"):
         raise InputError(f"bad inject text source {o.inject_from!r}", fix="use captions or responses")

@@ -19,8 +19,8 @@ loss_type='[ipo, sft]'). DIR/<run folder name>/ becomes a pipeline run of the st
 the variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. With --pairs-set, a pairs
 stage comes first: the run's pairs stage arguments (RUN/pairs/stage.json) with those fields changed
 (`halign data pairs --help` lists them). With --samples-set, the run's samples stage comes before that
-(`halign eval generate --help`), and the pairs are mined from its responses. With no --set, the replay reproduces the run's DPO. At the end it
-prints every run's variant beside the run's own DPO (cut, recall, POPE-adversarial F1 with its interval,
+(`halign eval generate --help`), and the pairs are mined from its responses. With no --set, the replay
+reproduces the run's DPO. At the end it prints every run's variant beside the run's own DPO (cut, recall, POPE-adversarial F1 with its interval,
 error types, targets missed) and the counts over all runs, also in DIR/summary.json. Exits 1 if a
 DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not below SFT's), 2 on bad
 input.
@@ -93,7 +93,8 @@ def stage_identity(run: Path, stage: str) -> dict:
 
 def variant_pipeline(run: Path, out: Path, sets: dict, pairs: Path | None,
                      pairs_sets: dict | None = None, samples_sets: dict | None = None) -> tuple[dict, str]:
-    """The pipeline ([pairs,] dpo, eval) and the DPO config text, checked before anything is written."""
+    """The pipeline ([samples,] [pairs,] dpo, eval) and the DPO config text, checked before anything is
+    written."""
     from align.config import check_config_file
     from align.dpo import DPOStageConfig
 
