@@ -4,6 +4,9 @@ Forwards: the policy on TRL's batch [chosen..., rejected...] (real image), and, 
 on the chosen text with the corrupted image. Reference values come from the batch (precomputed columns)
 or from live reference forwards on the same inputs. Every forward runs on every step whatever the batch
 holds, so that all ranks run the same collectives under DeepSpeed ZeRO-3.
+
+Also TRL's own `sigmoid` / `sft` on a compact batch (`rehearsal_compact_loss`): pairs with equal texts keep
+only their chosen row, with TRL's loss and gradient unchanged.
 """
 from __future__ import annotations
 
@@ -67,6 +70,52 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
         return loss, {"chosen_logps": chosen_logps, "rejected_logps": rejected_logps}
     return loss
 
+
+def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
+    """TRL's `sigmoid` / `sft` loss on a compact batch: rows [chosen of all B pairs..., rejected of the P text
+    pairs...] (TRL's own layout when P = B). A pair with equal texts (a rehearsal row) has a rejected row identical to its chosen row, so its
+    sigmoid term is exactly log 2 with no gradient, and TRL's sft term reads only chosen rows: skipping that
+    row changes neither loss nor gradient, and saves one policy forward+backward and one reference forward a
+    rehearsal row (half of the demo's pairs with two rehearsal rows an image). The sigmoid mean stays over
+    all B pairs, as in TRL. Hand-written because TRL's loss assumes the [chosen, rejected] halves."""
+    mode = "train" if trainer.model.training else "eval"
+    text_pairs = inputs["text_pair_mask"].bool()
+    n = text_pairs.numel()
+    main = {k: v for k, v in inputs.items() if k not in BATCH_EXTRAS and not k.startswith(CORRUPTED)}
+    per_token = trainer._per_token_logps(model, main)
+    logps = per_token.sum(dim=1)
+    if trainer.precompute_ref_logps:
+        ref_chosen = inputs["ref_chosen_logps"]
+        ref_rejected_kept = inputs["ref_rejected_logps"][text_pairs]
+    else:
+        from accelerate.utils import is_peft_model
+        if trainer.ref_model is None and not is_peft_model(trainer.model):
+            raise RuntimeError("no reference model: full fine-tuning needs TRL's reference copy or precompute")
+        # one reference forward a step whatever the batch holds (every rank runs the same collectives)
+        ref_logps = trainer.reference_per_token_logps(main).sum(dim=1)
+        ref_chosen, ref_rejected_kept = ref_logps[:n], ref_logps[n:]
+    chosen_logps = logps[:n]
+    chosen_lr = chosen_logps - ref_chosen
+    # a rehearsal pair's rejected side is its chosen side: the same value, so its margin is exactly 0
+    rejected_lr, rejected_logps = chosen_lr.clone(), chosen_logps.clone()
+    rejected_lr[text_pairs] = logps[n:] - ref_rejected_kept
+    rejected_logps[text_pairs] = logps[n:]
+
+    chosen_tokens, chosen_mask = per_token[:n], main["completion_mask"][:n, 1:]
+    loss, terms = 0.0, {}
+    for loss_type, weight in zip(trainer.loss_types, trainer.loss_weights, strict=True):
+        if loss_type == "sigmoid":
+            term = sigmoid_loss(trainer.beta, chosen_lr, rejected_lr).mean()
+        elif loss_type == "sft":
+            term = -chosen_tokens[chosen_mask.bool()].mean()
+        else:   # the trainer compacts batches for these two only
+            raise ValueError(f"loss type {loss_type!r} is not computed on a compact batch")
+        terms[loss_type] = term.detach()
+        loss = loss + weight * term
+    _log_metrics(trainer, mode, terms, chosen_lr, rejected_lr, chosen_logps, rejected_logps, text_pairs, None)
+    if return_outputs:
+        return loss, {"chosen_logps": chosen_logps, "rejected_logps": rejected_logps}
+    return loss
 
 def _log_metrics(trainer, mode, terms, chosen_lr, rejected_lr, chosen_logps, rejected_logps, text_pairs,
                  image_margin_lr) -> None:

@@ -117,15 +117,23 @@ class HallucinationPreferenceCollator:
     """TRL's vision preference batch, plus what halign's losses need:
     `text_pair_mask` (chosen text != rejected text), the corrupted-image branch (`corrupted_*`: chosen text
     with the corrupted image), `dense_weights` (per token of the batch: gamma on changed segments, 1 on the
-    rest of the completion, 0 elsewhere) and precomputed reference columns (`ref_*`) when present."""
+    rest of the completion, 0 elsewhere) and precomputed reference columns (`ref_*`) when present.
+
+    `compact_rehearsal`: rows [chosen of every pair..., rejected of the text pairs only] instead of TRL's
+    [chosen..., rejected...] when some pairs have equal texts (qa rehearsal rows, image-strategy pairs under
+    TRL's loss types): their rejected row is the chosen row again and feeds no loss (see
+    align/dpo_objective.py, `rehearsal_compact_loss`). Only for TRL's `sigmoid` / `sft`."""
     processor: object
     max_length: int | None = None
     corrupted: bool = False
     dense_gamma: float | None = None
     ref_columns: tuple[str, ...] = ()
+    compact_rehearsal: bool = False
     _trl: DataCollatorForVisionPreference = field(init=False, repr=False)
 
     def __post_init__(self):
+        if self.compact_rehearsal and (self.corrupted or self.dense_gamma is not None):
+            raise ValueError("compact_rehearsal is for TRL's sigmoid/sft rows only, not mDPO's or dense DPO's")
         self._trl = DataCollatorForVisionPreference(processor=self.processor, max_length=self.max_length)
 
     def __call__(self, examples: list[dict]) -> dict:
@@ -138,9 +146,18 @@ class HallucinationPreferenceCollator:
                     "chosen": prepare_multimodal_messages(e["chosen"]),
                     "rejected": prepare_multimodal_messages(e["rejected"])}
             rendered.append(apply_chat_template(msgs, self.processor))
-        batch = self._trl([{k: e[k] for k in ("images", "prompt", "chosen", "rejected")} for e in examples])
         texts = [(_message_text(e["chosen"]), _message_text(e["rejected"])) for e in examples]
-        batch["text_pair_mask"] = torch.tensor([c != r for c, r in texts])
+        text_pairs = [c != r for c, r in texts]
+        if self.compact_rehearsal and not all(text_pairs):
+            # the same tokens as TRL's rows, built in one pass over [chosen of all, rejected of text pairs]
+            keep = [i for i, t in enumerate(text_pairs) if t]
+            batch = collate_side(self.processor, [e["images"] for e in examples] + [examples[i]["images"] for i in keep],
+                                 [r["prompt"] for r in rendered] + [rendered[i]["prompt"] for i in keep],
+                                 [r["chosen"] for r in rendered] + [rendered[i]["rejected"] for i in keep],
+                                 self.max_length)
+        else:
+            batch = self._trl([{k: e[k] for k in ("images", "prompt", "chosen", "rejected")} for e in examples])
+        batch["text_pair_mask"] = torch.tensor(text_pairs)
         if self.corrupted:
             images = [self._corrupted_images(e, c) for e, (c, _) in zip(examples, texts)]
             side = collate_side(self.processor, images, [r["prompt"] for r in rendered],
@@ -209,6 +226,15 @@ class HallucinationDPOTrainer(DPOTrainer):
         super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          **kwargs)
+        if isinstance(self.data_collator, HallucinationPreferenceCollator) and self._compacts_rehearsal(loss_types):
+            self.data_collator.compact_rehearsal = True
+
+    def _compacts_rehearsal(self, loss_types) -> bool:
+        """Whether equal-text pairs can skip their rejected row: only where TRL's loss would give them a
+        constant (sigmoid: log 2, no gradient) and nothing else reads that row."""
+        args = self.args
+        return (set(loss_types) <= {"sigmoid", "sft"} and args.f_divergence_type == "reverse_kl"
+                and not args.use_weighting and args.ld_alpha is None and not self.aux_loss_enabled)
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()
@@ -275,6 +301,10 @@ class HallucinationDPOTrainer(DPOTrainer):
     # ------------------------------------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
         inputs = dict(inputs)
+        if getattr(self.data_collator, "compact_rehearsal", False):
+            # every batch, compact or not, so that all ranks run the same collectives
+            from align.dpo_objective import rehearsal_compact_loss
+            return rehearsal_compact_loss(self, model, inputs, return_outputs)
         if not self._halign_types:   # TRL's own loss types: TRL computes them (ref_* columns included)
             for k in [k for k in inputs if k in BATCH_EXTRAS or k.startswith(CORRUPTED)]:
                 inputs.pop(k)

@@ -99,7 +99,7 @@ def precompute_reference(trainer, dataset, split: str, batch_size: int, cache: R
         print(f"[dpo] reference log-probs for {split} read from {path}", file=sys.stderr)
     else:
         t0 = time.perf_counter()
-        collator = replace(trainer.data_collator, ref_columns=())
+        collator = replace(trainer.data_collator, ref_columns=(), compact_rehearsal=False)   # TRL's rows
         loader = trainer.accelerator.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collator,
                                                         shuffle=False, num_workers=trainer.args.dataloader_num_workers))
         model = _reference_model(trainer)

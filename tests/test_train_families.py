@@ -236,6 +236,75 @@ def test_precomputed_reference_gives_the_live_reference_steps(use_peft, losses, 
     assert len(list((tmp_path / "ref").glob("pairs-train-*.json"))) == 1
 
 
+
+# ------------------------------------------------------------------------------- compact rehearsal rows
+@pytest.mark.parametrize("family", ["qwen2-vl", "llava-clip"])
+def test_compact_rehearsal_rows_give_trls_steps(family, world, checkpoints, tmp_path, monkeypatch):
+    """With TRL's [sigmoid, sft], pairs with equal texts (here the `image` strategy's) keep only their chosen
+    row; loss and gradient norm of every step are TRL's own on the full batch."""
+    from align import dpo_objective
+    from align.dpo import run_dpo
+    from align.dpo_variants import HallucinationDPOTrainer
+
+    compact_rows = []
+    real = dpo_objective.rehearsal_compact_loss
+
+    def spy(trainer, model, inputs, return_outputs):
+        compact_rows.append((inputs["input_ids"].size(0), int(inputs["text_pair_mask"].sum()),
+                             inputs["text_pair_mask"].numel()))
+        return real(trainer, model, inputs, return_outputs)
+
+    def run(name):
+        metrics = run_dpo(stage_config("dpo", tmp_path / name, checkpoints[family], world["pairs"],
+                                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5],
+                                       per_device_train_batch_size=4, max_steps=3))
+        return [(h["loss"], h["grad_norm"]) for h in metrics["log_history"] if "loss" in h]
+
+    monkeypatch.setattr(dpo_objective, "rehearsal_compact_loss", spy)
+    compact = run("compact")
+    monkeypatch.setattr(HallucinationDPOTrainer, "_compacts_rehearsal", lambda self, types: False)
+    full = run("trl")
+    assert all(rows == n + kept for rows, kept, n in compact_rows)
+    assert any(kept < n for _, kept, n in compact_rows)   # some batches were compact
+    assert len(full) == 3 and full[1] != full[0]
+    assert [x for step in compact for x in step] == pytest.approx([x for step in full for x in step], rel=1e-4)
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "idefics3", "llava-clip"])
+def test_compact_batch_holds_trls_rows(family, checkpoints):
+    """The compact batch's rows are TRL's rows (tokens, masks, pixels) for [chosen 0, chosen 1, rejected 0]."""
+    from PIL import Image
+
+    from align.dpo_variants import HallucinationPreferenceCollator
+    from align.modeling import load_processor
+
+    processor = load_processor(str(checkpoints[family]))
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+
+    def answer(text):
+        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    examples = [{"images": [Image.new("RGB", (48, 32), (250, 20, 20))], "prompt": prompt,
+                 "chosen": answer("A red circle."), "rejected": answer("A red circle and a blue star.")},
+                {"images": [Image.new("RGB", (48, 32), (20, 20, 250))], "prompt": prompt,
+                 "chosen": answer("Yes."), "rejected": answer("Yes.")}]
+    trl_batch = HallucinationPreferenceCollator(processor)(examples)
+    compact = HallucinationPreferenceCollator(processor, compact_rehearsal=True)(examples)
+    assert trl_batch["input_ids"].size(0) == 4 and compact["input_ids"].size(0) == 3
+    assert compact["text_pair_mask"].tolist() == [True, False]
+    for row, trl_row in ((0, 0), (1, 1), (2, 2)):
+        for key in ("input_ids", "completion_mask"):
+            ours = compact[key][row][compact["attention_mask"][row].bool()]
+            theirs = trl_batch[key][trl_row][trl_batch["attention_mask"][trl_row].bool()]
+            assert ours.tolist() == theirs.tolist(), (key, row)
+    pixels, trl_pixels = compact["pixel_values"], trl_batch["pixel_values"]
+    assert pixels.shape[1:] == trl_pixels.shape[1:] and pixels.shape[0] < trl_pixels.shape[0]
+    assert torch_equal(pixels, trl_pixels[:pixels.shape[0]])
+    # every pair a text pair: TRL's own batch, unchanged
+    examples[1]["rejected"] = answer("No.")
+    assert torch_equal(HallucinationPreferenceCollator(processor, compact_rehearsal=True)(examples)["input_ids"],
+                       HallucinationPreferenceCollator(processor)(examples)["input_ids"])
+
 # --------------------------------------------------------------------------------------------- resume
 def test_resume_continues_from_the_last_checkpoint(world, checkpoints, tmp_path):
     from align.dpo import run_dpo
