@@ -34,6 +34,11 @@ def test_every_stage_finished_with_a_manifest(quick_run):
     rows = [json.loads(line) for line in (out / "pairs/pairs.jsonl").read_text().splitlines()]
     qa = [r for r in rows if r["strategy"] == "qa"]
     assert qa and all(r["chosen"] == r["rejected"] for r in qa)
+    # two rehearsal rows an image (qa_questions: both): "Yes." about a present object, "No." about an absent one
+    answers = {}
+    for r in qa:
+        answers.setdefault(r["image_id"], []).append(r["chosen"][0]["content"][0]["text"])
+    assert all(sorted(a) == ["No.", "Yes."] for a in answers.values())
     assert {"inject", "qa", "correct"} <= {r["strategy"] for r in rows}
     # corrections of the SFT model's own samples: chosen = the sample without what it hallucinated
     assert all(r["rejected_hallucinated"] and not r["chosen_hallucinated"] for r in rows if r["strategy"] == "correct")
