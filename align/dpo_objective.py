@@ -73,11 +73,11 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
 
 def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
     """TRL's `sigmoid` / `sft` loss on a compact batch: rows [chosen of all B pairs..., rejected of the P text
-    pairs...] (TRL's own layout when P = B). A pair with equal texts (a rehearsal row) has a rejected row identical to its chosen row, so its
-    sigmoid term is exactly log 2 with no gradient, and TRL's sft term reads only chosen rows: skipping that
-    row changes neither loss nor gradient, and saves one policy forward+backward and one reference forward a
-    rehearsal row (half of the demo's pairs with two rehearsal rows an image). The sigmoid mean stays over
-    all B pairs, as in TRL. Hand-written because TRL's loss assumes the [chosen, rejected] halves."""
+    pairs...] (TRL's own layout when P = B). A pair with equal texts (a rehearsal row) has a rejected row
+    identical to its chosen row, so its sigmoid term is exactly log 2 with no gradient, and TRL's sft term
+    reads only chosen rows: skipping that row changes neither loss nor gradient, and saves one policy
+    forward+backward and one reference forward a rehearsal row (half of the demo's pairs). The sigmoid mean
+    stays over all B pairs, as in TRL. Hand-written because TRL's loss assumes the [chosen, rejected] halves."""
     mode = "train" if trainer.model.training else "eval"
     text_pairs = inputs["text_pair_mask"].bool()
     n = text_pairs.numel()
@@ -116,6 +116,7 @@ def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
     if return_outputs:
         return loss, {"chosen_logps": chosen_logps, "rejected_logps": rejected_logps}
     return loss
+
 
 def _log_metrics(trainer, mode, terms, chosen_lr, rejected_lr, chosen_logps, rejected_logps, text_pairs,
                  image_margin_lr) -> None:

@@ -151,7 +151,8 @@ class HallucinationPreferenceCollator:
         if self.compact_rehearsal and not all(text_pairs):
             # the same tokens as TRL's rows, built in one pass over [chosen of all, rejected of text pairs]
             keep = [i for i, t in enumerate(text_pairs) if t]
-            batch = collate_side(self.processor, [e["images"] for e in examples] + [examples[i]["images"] for i in keep],
+            batch = collate_side(self.processor,
+                                 [e["images"] for e in examples] + [examples[i]["images"] for i in keep],
                                  [r["prompt"] for r in rendered] + [rendered[i]["prompt"] for i in keep],
                                  [r["chosen"] for r in rendered] + [rendered[i]["rejected"] for i in keep],
                                  self.max_length)
