@@ -30,10 +30,7 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
         if "ref_chosen_logps" not in ref:
             raise RuntimeError("precompute_ref_log_probs is set but the batch carries no reference columns")
     else:
-        from accelerate.utils import is_peft_model
-        if trainer.ref_model is None and not is_peft_model(trainer.model):
-            # the policy is not the reference once it has taken a step: never silently use it as one
-            raise RuntimeError("no reference model: full fine-tuning needs TRL's reference copy or precompute")
+        _require_live_reference(trainer)
         ref = trainer.reference_values(inputs)
     chosen_lr = chosen_logps - ref["ref_chosen_logps"]
     rejected_lr = rejected_logps - ref["ref_rejected_logps"]
@@ -71,6 +68,13 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
     return loss
 
 
+def _require_live_reference(trainer) -> None:
+    from accelerate.utils import is_peft_model
+    if trainer.ref_model is None and not is_peft_model(trainer.model):
+        # the policy is not the reference once it has taken a step: never silently use it as one
+        raise RuntimeError("no reference model: full fine-tuning needs TRL's reference copy or precompute")
+
+
 def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
     """TRL's `sigmoid` / `sft` loss on a compact batch: rows [chosen of all B pairs..., rejected of the P text
     pairs...] (TRL's own layout when P = B). A pair with equal texts (a rehearsal row) has a rejected row
@@ -88,9 +92,7 @@ def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
         ref_chosen = inputs["ref_chosen_logps"]
         ref_rejected_kept = inputs["ref_rejected_logps"][text_pairs]
     else:
-        from accelerate.utils import is_peft_model
-        if trainer.ref_model is None and not is_peft_model(trainer.model):
-            raise RuntimeError("no reference model: full fine-tuning needs TRL's reference copy or precompute")
+        _require_live_reference(trainer)
         # one reference forward a step whatever the batch holds (every rank runs the same collectives)
         ref_logps = trainer.reference_per_token_logps(main).sum(dim=1)
         ref_chosen, ref_rejected_kept = ref_logps[:n], ref_logps[n:]

@@ -20,10 +20,10 @@ the variant, with paired bootstrap intervals), plus variant.yaml and dpo.yaml. W
 stage comes first: the run's pairs stage arguments (RUN/pairs/stage.json) with those fields changed
 (`halign data pairs --help` lists them). With --samples-set, the run's samples stage comes before that
 (`halign eval generate --help`), and the pairs are mined from its responses. With no --set, the replay
-reproduces the run's DPO. At the end it prints every run's variant beside the run's own DPO (cut, recall, POPE-adversarial F1 with its interval,
-error types, targets missed) and the counts over all runs, also in DIR/summary.json. Exits 1 if a
-DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial F1 not below SFT's), 2 on bad
-input.
+reproduces the run's DPO. At the end it prints every run's variant beside the run's own DPO (cut, recall,
+POPE-adversarial F1 with its interval, error types, targets missed) and the counts over all runs, also in
+DIR/summary.json. Exits 1 if a DPO target is missed (cut >= 50 %, recall drop <= 0.05, POPE-adversarial
+F1 not below SFT's), 2 on bad input.
 """
 from __future__ import annotations
 

@@ -236,7 +236,6 @@ def test_precomputed_reference_gives_the_live_reference_steps(use_peft, losses, 
     assert len(list((tmp_path / "ref").glob("pairs-train-*.json"))) == 1
 
 
-
 # ------------------------------------------------------------------------------- compact rehearsal rows
 @pytest.mark.parametrize("family", ["qwen2-vl", "llava-clip"])
 def test_compact_rehearsal_rows_give_trls_steps(family, world, checkpoints, tmp_path, monkeypatch):
@@ -304,6 +303,7 @@ def test_compact_batch_holds_trls_rows(family, checkpoints):
     examples[1]["rejected"] = answer("No.")
     assert torch_equal(HallucinationPreferenceCollator(processor, compact_rehearsal=True)(examples)["input_ids"],
                        HallucinationPreferenceCollator(processor)(examples)["input_ids"])
+
 
 # --------------------------------------------------------------------------------------------- resume
 def test_resume_continues_from_the_last_checkpoint(world, checkpoints, tmp_path):
