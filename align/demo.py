@@ -64,6 +64,9 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
 
 # issue 2 sets the DPO target, issue 6 the PPO one; GRPO is reported beside them without a target
 TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
+MIN_SFT_CHAIR_S = 0.20          # the SFT model must really hallucinate
+MIN_SFT_POPE_RANDOM = 0.75      # ... and answer yes/no well above chance
+MAX_RECALL_DROP = 0.05          # every aligned checkpoint
 
 
 def _interval(report: dict, name: str, key: str) -> str:
@@ -83,10 +86,11 @@ def check_targets(report: dict, wall: float, quick: bool) -> list[str]:
     misses = []
     if not quick and wall >= 600:
         misses.append(f"wall {wall:.0f} s >= 600 s")
-    if sft["chair_s"] < 0.20:
-        misses.append(f"SFT CHAIR_s {sft['chair_s']:.3f} < 0.20")
-    if sft["pope"]["random"]["accuracy"] < 0.75:
-        misses.append(f"SFT POPE-random accuracy {sft['pope']['random']['accuracy']:.3f} < 0.75")
+    if sft["chair_s"] < MIN_SFT_CHAIR_S:
+        misses.append(f"SFT CHAIR_s {sft['chair_s']:.3f} < {MIN_SFT_CHAIR_S:.2f}")
+    if sft["pope"]["random"]["accuracy"] < MIN_SFT_POPE_RANDOM:
+        misses.append(f"SFT POPE-random accuracy {sft['pope']['random']['accuracy']:.3f} < "
+                      f"{MIN_SFT_POPE_RANDOM:.2f}")
     for name, r in res.items():
         if name == "sft":
             continue
@@ -95,13 +99,71 @@ def check_targets(report: dict, wall: float, quick: bool) -> list[str]:
         if cut < need:
             misses.append(f"{name} CHAIR_s cut {100 * cut:.0f}% < {100 * need:.0f}%"
                           + _interval(report, name, "chair_s_relative"))
-        if sft["recall"] - r["recall"] > 0.05:
-            misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > 0.05")
+        if sft["recall"] - r["recall"] > MAX_RECALL_DROP:
+            misses.append(f"{name} recall fell {sft['recall'] - r['recall']:.3f} > {MAX_RECALL_DROP:.2f}")
         if name == "dpo" and r["pope"]["adversarial"]["f1"] < sft["pope"]["adversarial"]["f1"]:
             misses.append(f"dpo POPE-adversarial F1 {r['pope']['adversarial']['f1']:.3f} < SFT's "
                           f"{sft['pope']['adversarial']['f1']:.3f}"
                           + _interval(report, name, "pope_adversarial_f1_delta"))
     return misses
+
+
+def target_figures(report: dict) -> dict[str, tuple[float, float]]:
+    """The quality targets that check_targets checks on one run, as {target: (figure, least it may be)}
+    in percent or points, every one met when figure >= least: what across_seeds averages over seeds."""
+    res, sft = report["results"], report["results"]["sft"]
+    out = {"SFT CHAIR_s (%)": (100 * sft["chair_s"], 100 * MIN_SFT_CHAIR_S),
+           "SFT POPE-random accuracy (%)": (100 * sft["pope"]["random"]["accuracy"], 100 * MIN_SFT_POPE_RANDOM)}
+    for name, r in res.items():
+        if name == "sft":
+            continue
+        if name in TARGET_CUT and sft["chair_s"]:
+            out[f"{name} CHAIR_s cut (%)"] = (100 * (sft["chair_s"] - r["chair_s"]) / sft["chair_s"],
+                                             100 * TARGET_CUT[name])
+        out[f"{name} recall change (points)"] = (100 * (r["recall"] - sft["recall"]), -100 * MAX_RECALL_DROP)
+        if name == "dpo":
+            out["dpo POPE-adversarial F1 change (points)"] = (
+                100 * (r["pope"]["adversarial"]["f1"] - sft["pope"]["adversarial"]["f1"]), 0.0)
+    # rounded so that a figure on its target's edge (100 * (0.80 - 0.85) = -5.000000000000004) meets it here
+    # as in check_targets
+    return {name: (round(v, 9), round(least, 9)) for name, (v, least) in out.items()}
+
+
+def across_seeds(reports: dict[int, dict]) -> list[dict]:
+    """Each target over several seeds' runs: its mean with a 95 % t interval over the seeds, whether that
+    interval lies wholly on the target's side ("holds"), wholly off it ("fails") or across it ("undecided"),
+    and on how many seeds the figure itself met the target.
+
+    A seed's figure misses a target now and then by noise alone (POPE F1 is measured to about +-1.3 points);
+    the mean over seeds says whether the demo meets it as a rule. Targets only some runs have (a run
+    without PPO) are averaged over the runs that have them."""
+    from reward.significance import seed_mean_interval
+
+    figures = {seed: target_figures(r) for seed, r in reports.items()}
+    names = list(dict.fromkeys(n for f in figures.values() for n in f))
+    rows = []
+    for name in names:
+        pairs = {seed: f[name] for seed, f in figures.items() if name in f}
+        values = [v for v, _ in pairs.values()]
+        least = next(iter(pairs.values()))[1]
+        ci = seed_mean_interval(values)
+        verdict = ("undecided" if ci["low"] is None or ci["low"] < least <= ci["high"]
+                   else "holds" if ci["low"] >= least else "fails")
+        rows.append({"target": name, "least": least, "seeds": sorted(pairs), "values": values, **ci,
+                     "met": sum(v >= least for v in values), "verdict": verdict})
+    return rows
+
+
+def format_across_seeds(rows: list[dict]) -> list[str]:
+    """One line a target: 'dpo recall change (points) -3.7 [-4.8, -2.7] over 8 seeds, target >= -5.0:
+    holds (met on 7 of 8)'."""
+    lines = []
+    for r in rows:
+        f = "+.1f" if "change" in r["target"] else ".1f"          # signed: a change
+        ci = f" [{r['low']:{f}}, {r['high']:{f}}]" if r["low"] is not None else ""
+        lines.append(f"  {r['target']} {r['mean']:{f}}{ci} over {r['n']} seed{'s' if r['n'] > 1 else ''}, "
+                     f"target >= {r['least']:{f}}: {r['verdict']} (met on {r['met']} of {r['n']})")
+    return lines
 
 
 def print_targets(misses: list[str]) -> None:

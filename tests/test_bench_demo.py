@@ -134,3 +134,63 @@ def test_a_full_demo_checks_its_targets_on_the_stages_own_wall_times(tmp_path, m
     wall = 60 * len(stages)
     assert f"issue 2's targets missed by this run: wall {wall} s >= 600 s; SFT CHAIR_s 0.127 < 0.20" in printed
     assert json.loads((tmp_path / "report.json").read_text())["host"]["cpu"]
+
+
+def _run(recall: float, dpo_f1: float, seed: int) -> dict:
+    """A finished run's report: SFT recall 0.85 and POPE-adversarial F1 0.880; DPO cuts CHAIR_s 0.30 -> 0.12."""
+    report = _report(dpo_f1, None)
+    report["results"]["dpo"]["recall"] = recall
+    report["seed"], report["timings"] = seed, {"sft": 300.0, "dpo": 100.5}
+    return report
+
+
+@pytest.mark.unit
+def test_across_seeds_averages_each_target_with_a_t_interval_and_says_whether_it_holds():
+    from align.demo import across_seeds, format_across_seeds
+
+    # DPO recall change over three seeds: -4, -6, -5 points -> mean -5, sd 1, t(2) 4.303: [-7.48, -2.52],
+    # across the -5 target; F1 change +0.5, +0.3, +0.7 -> mean +0.5, sd 0.2: [+0.003, +0.997], above 0
+    runs = {0: _run(0.81, 0.885, 0), 1: _run(0.79, 0.883, 1), 2: _run(0.80, 0.887, 2)}
+    rows = {r["target"]: r for r in across_seeds(runs)}
+    recall = rows["dpo recall change (points)"]
+    assert recall["mean"] == pytest.approx(-5.0) and recall["least"] == pytest.approx(-5.0)
+    assert recall["low"] == pytest.approx(-5 - 4.303 / 3 ** 0.5) and recall["verdict"] == "undecided"
+    assert recall["met"] == 2 and recall["seeds"] == [0, 1, 2]      # -4 and -5 meet it, -6 does not
+    f1 = rows["dpo POPE-adversarial F1 change (points)"]
+    assert f1["low"] == pytest.approx(0.5 - 4.303 * 0.2 / 3 ** 0.5) and f1["verdict"] == "holds" and f1["met"] == 3
+    cut = rows["dpo CHAIR_s cut (%)"]
+    assert cut["mean"] == pytest.approx(60.0) and cut["sd"] == pytest.approx(0.0) and cut["verdict"] == "holds"
+    assert rows["SFT CHAIR_s (%)"]["verdict"] == "holds"
+    runs[1]["results"]["sft"]["chair_s"] = runs[0]["results"]["sft"]["chair_s"] = 0.10   # too little, twice
+    runs[2]["results"]["sft"]["chair_s"] = 0.12
+    assert {r["target"]: r for r in across_seeds(runs)}["SFT CHAIR_s (%)"]["verdict"] == "fails"
+    line = [ln for ln in format_across_seeds(across_seeds(runs)) if "dpo recall" in ln][0]
+    assert line == "  dpo recall change (points) -5.0 [-7.5, -2.5] over 3 seeds, target >= -5.0: undecided (met on 2 of 3)"
+
+
+@pytest.mark.unit
+def test_a_bench_of_finished_runs_reads_their_reports_and_prints_the_means(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    for seed, (recall, f1) in enumerate([(0.81, 0.885), (0.79, 0.883), (0.80, 0.887)]):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        report = _run(recall, f1, seed)
+        for r in report["results"].values():     # the fields the per-checkpoint line prints
+            r["chair_i"] = r["chair_s"] / 2
+            r["pope"]["popular"] = {"accuracy": 0.9}
+            r["pope"]["adversarial"]["accuracy"] = 0.9
+        (run / "report.json").write_text(json.dumps(report))
+    monkeypatch.setattr(bench_demo.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was re-run"))
+    monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--reports", *(str(tmp_path / f"run{s}") for s in range(3)),
+                                      "--out", str(tmp_path / "bench")])
+    assert bench_demo.main() == 1                       # seed 1's recall fell 0.06
+    printed = capsys.readouterr().out
+    assert "seed 0: wall 400 s; all targets met" in printed and "seed 1: wall 400 s; MISSED: dpo recall fell 0.060" in printed
+    assert "  dpo POPE-adversarial F1 change (points) +0.5 [+0.0, +1.0] over 3 seeds, target >= +0.0: holds (met on 3 of 3)" in printed
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert {r["target"]: r["verdict"] for r in bench["across_seeds"]}["dpo recall change (points)"] == "undecided"
+    monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--reports", str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="no report.json: pass a finished demo run folder"):
+        bench_demo.main()

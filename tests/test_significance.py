@@ -5,7 +5,7 @@ import pytest
 from reward.chair import chair_scores
 from reward.pope import pope_metrics
 from reward.significance import (change_intervals, chair_outcomes, chair_s_relative, f1_delta, paired_bootstrap,
-                                 paired_rows, pope_outcomes, recall_delta)
+                                 paired_rows, pope_outcomes, recall_delta, seed_mean_interval, t95)
 
 
 def _chair_rows(hallucinating: set[int], n: int = 100) -> dict:
@@ -103,3 +103,28 @@ def test_change_intervals_names_the_report_keys_and_pairs_by_id():
 def test_mismatched_outcomes_are_refused():
     with pytest.raises(ValueError, match="same"):
         paired_bootstrap(f1_delta, np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+@pytest.mark.unit
+def test_seed_mean_interval_by_hand():
+    # -1, -2, -3: mean -2, sd 1, t(2) = 4.303 -> half width 4.303 / sqrt(3) = 2.4844
+    ci = seed_mean_interval([-1.0, -2.0, -3.0])
+    assert ci["mean"] == pytest.approx(-2.0) and ci["sd"] == pytest.approx(1.0) and ci["n"] == 3
+    assert (ci["low"], ci["high"]) == (pytest.approx(-4.4844, abs=1e-4), pytest.approx(0.4844, abs=1e-4))
+    # eight seeds of a figure: mean 0.45, squared deviations sum to 1.54, so sd = sqrt(1.54 / 7); t(7) = 2.365
+    ci = seed_mean_interval([0.5, -0.3, 1.0, 0.3, 0.6, 0.4, 1.1, 0.0])
+    assert ci["sd"] == pytest.approx((1.54 / 7) ** 0.5)
+    assert ci["low"] == pytest.approx(0.45 - 2.365 * (1.54 / 7) ** 0.5 / 8 ** 0.5) and ci["low"] > 0
+    assert seed_mean_interval([3.0]) == {"mean": 3.0, "low": None, "high": None, "sd": None, "n": 1}
+    with pytest.raises(ValueError, match="non-empty"):
+        seed_mean_interval([])
+
+
+@pytest.mark.unit
+def test_t_quantiles_match_the_published_table():
+    # Student's t, two-sided 95 %: 12.706 (1 df), 2.228 (10), 2.042 (30); 2.021 (40) and 1.984 (100) from the
+    # tables, where the approximation takes over
+    assert (t95(1), t95(10), t95(30)) == (12.706, 2.228, 2.042)
+    assert t95(40) == pytest.approx(2.021, abs=0.002) and t95(100) == pytest.approx(1.984, abs=0.002)
+    with pytest.raises(ValueError):
+        t95(0)
