@@ -67,6 +67,8 @@ def load_dpo_dataset(cfg, processor):
         ds = ds.select(range(min(cfg.max_samples, len(ds))))
     kept_rows = list(range(len(ds)))
     corrupted = "mdpo_conditional" in cfg.loss_type and "rejected_images" in ds.column_names
+    if not corrupted:
+        _warn_unused_image_pairs(ds, cfg)
     if cfg.check_image_tokens and cfg.max_length is not None:
         rows = list(ds.select_columns(["images", "prompt", "chosen", "rejected"] +
                                       (["rejected_images"] if corrupted else [])))
@@ -93,6 +95,24 @@ def load_dpo_dataset(cfg, processor):
     ds = ds.select_columns(columns)
     ds.kept_rows = kept_rows
     return ds
+
+
+def _warn_unused_image_pairs(ds, cfg) -> None:
+    """The `image` strategy's pairs prefer a caption with the real image to the same caption with a corrupted
+    one (`rejected_images`). Only mDPO's `mdpo_conditional` reads that image: under every other loss both
+    sides are the same text on the same image, so such a pair teaches nothing beyond its sft term."""
+    import datasets
+
+    if "rejected_images" not in ds.column_names:
+        return
+    paths = ds.select_columns(["rejected_images"]).cast_column(
+        "rejected_images", datasets.Sequence(datasets.Image(decode=False)))["rejected_images"]   # no decoding
+    n = sum(1 for images in paths if images)
+    if n:
+        print(f"halign: warning: {cfg.dataset}: {n} of {len(ds)} pairs are `image`-strategy pairs (a corrupted "
+              f"rejected image), and loss_type {list(cfg.loss_type)} sees both sides of each as the same text on "
+              f"the same image: add mdpo_conditional (mDPO) to loss_type, or mine without the image strategy",
+              file=sys.stderr)
 
 
 def reference_cache(cfg, dataset, processor):

@@ -108,3 +108,30 @@ def test_mdpo_crop_keeps_size_and_is_deterministic():
     image.paste((255, 0, 0), (0, 0, 20, 28))
     a, b = mdpo_crop(image, "key"), mdpo_crop(image, "key")
     assert a.size == image.size and a.tobytes() == b.tobytes()
+
+
+def test_image_pairs_under_a_loss_that_cannot_read_them_are_flagged(tmp_path, capsys):
+    """`image`-strategy pairs differ only in the rejected image, which only mdpo_conditional reads: under TRL's
+    losses both sides are the same text on the same image, so `halign dpo` says so (naming the file)."""
+    from types import SimpleNamespace
+
+    from align.dpo import load_dpo_dataset
+    from tests.tiny_data import write_images_and_annotations, write_pairs
+
+    write_images_and_annotations(tmp_path)
+    pairs = write_pairs(tmp_path, strategies=("inject", "image"))
+    capsys.readouterr()
+    cfg = lambda loss: SimpleNamespace(dataset=str(pairs), images_dir=str(tmp_path), max_samples=None,  # noqa: E731
+                                       loss_type=loss, check_image_tokens=False, max_length=None)
+    ds = load_dpo_dataset(cfg(["sigmoid", "sft"]), processor=None)
+    n_image = sum(1 for line in pairs.read_text().splitlines() if '"strategy": "image"' in line)
+    assert n_image > 0
+    err = capsys.readouterr().err
+    assert f"{pairs}: {n_image} of {len(ds)} pairs are `image`-strategy pairs" in err
+    assert "add mdpo_conditional (mDPO) to loss_type" in err
+    load_dpo_dataset(cfg(["sigmoid", "mdpo_conditional", "mdpo_anchor"]), processor=None)
+    assert "warning" not in capsys.readouterr().err
+    write_pairs(tmp_path, strategies=("inject",))          # no image pairs: nothing to say
+    capsys.readouterr()
+    load_dpo_dataset(cfg(["sigmoid", "sft"]), processor=None)
+    assert "warning" not in capsys.readouterr().err
