@@ -1,6 +1,7 @@
 """One training step's loss for halign's loss types (see align/dpo_variants.py and align/dpo_losses.py).
 
-Forwards: the policy on TRL's batch [chosen..., rejected...] (real image), and, for `mdpo_conditional`,
+Forwards: the policy on TRL's batch [chosen..., rejected...] (real image; or the compact batch, whose pairs
+with equal texts keep only their chosen row: no term reads their rejected row), and, for `mdpo_conditional`,
 on the chosen text with the corrupted image. Reference values come from the batch (precomputed columns)
 or from live reference forwards on the same inputs. Every forward runs on every step whatever the batch
 holds, so that all ranks run the same collectives under DeepSpeed ZeRO-3.
@@ -10,9 +11,11 @@ only their chosen row, with TRL's loss and gradient unchanged.
 """
 from __future__ import annotations
 
+import torch
+
 from align.dpo_losses import (anchor_loss, conditional_image_loss, masked_mean, sigmoid_loss,
                               weighted_sequence_logps)
-from align.dpo_variants import BATCH_EXTRAS, CORRUPTED
+from align.dpo_variants import BATCH_EXTRAS, CORRUPTED, split_sides
 
 
 def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
@@ -20,7 +23,9 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
     beta = trainer.beta
     main = {k: v for k, v in inputs.items() if k not in BATCH_EXTRAS and not k.startswith(CORRUPTED)}
     per_token = trainer._per_token_logps(model, main)
-    chosen_logps, rejected_logps = per_token.sum(dim=1).chunk(2)
+    text_pairs = inputs["text_pair_mask"]
+    n = text_pairs.numel()           # pairs; the batch holds n chosen rows, then n or fewer rejected rows
+    chosen_logps, rejected_logps = split_sides(per_token.sum(dim=1), text_pairs)
     types = trainer.loss_types
     corrupted_side = {k[len(CORRUPTED):]: v for k, v in inputs.items() if k.startswith(CORRUPTED)}
     corrupted_logps = trainer._per_token_logps(model, corrupted_side).sum(dim=1) if corrupted_side else None
@@ -34,9 +39,8 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
         ref = trainer.reference_values(inputs)
     chosen_lr = chosen_logps - ref["ref_chosen_logps"]
     rejected_lr = rejected_logps - ref["ref_rejected_logps"]
-    text_pairs = inputs["text_pair_mask"]
 
-    chosen_tokens, chosen_mask = per_token.chunk(2)[0], main["completion_mask"][:, 1:].chunk(2)[0]
+    chosen_tokens, chosen_mask = per_token[:n], main["completion_mask"][:n, 1:]
     loss, terms = 0.0, {}
     for loss_type, weight in zip(types, trainer.loss_weights, strict=True):
         if loss_type == "sigmoid":
@@ -52,7 +56,7 @@ def halign_loss(trainer, model, inputs: dict, return_outputs: bool):
             term = anchor_loss(beta, chosen_lr, getattr(trainer.args, "mdpo_delta", 0.0)).mean()
         elif loss_type == "dense":
             weights = inputs["dense_weights"][:, 1:].to(per_token.dtype)
-            dense_c, dense_r = weighted_sequence_logps(per_token, weights).chunk(2)
+            dense_c, dense_r = split_sides(weighted_sequence_logps(per_token, weights), text_pairs)
             term = masked_mean(sigmoid_loss(beta, dense_c - ref["ref_chosen_dense_logps"],
                                             dense_r - ref["ref_rejected_dense_logps"]), text_pairs)
         else:   # check_loss_types refused it at construction
@@ -87,21 +91,16 @@ def rehearsal_compact_loss(trainer, model, inputs: dict, return_outputs: bool):
     n = text_pairs.numel()
     main = {k: v for k, v in inputs.items() if k not in BATCH_EXTRAS and not k.startswith(CORRUPTED)}
     per_token = trainer._per_token_logps(model, main)
-    logps = per_token.sum(dim=1)
-    if trainer.precompute_ref_logps:
+    chosen_logps, rejected_logps = split_sides(per_token.sum(dim=1), text_pairs)
+    if trainer.precompute_ref_logps:      # the cache has both sides of every pair (TRL's layout)
         ref_chosen = inputs["ref_chosen_logps"]
-        ref_rejected_kept = inputs["ref_rejected_logps"][text_pairs]
+        ref_rejected = torch.where(text_pairs, inputs["ref_rejected_logps"], ref_chosen)
     else:
         _require_live_reference(trainer)
         # one reference forward a step whatever the batch holds (every rank runs the same collectives)
-        ref_logps = trainer.reference_per_token_logps(main).sum(dim=1)
-        ref_chosen, ref_rejected_kept = ref_logps[:n], ref_logps[n:]
-    chosen_logps = logps[:n]
-    chosen_lr = chosen_logps - ref_chosen
-    # a rehearsal pair's rejected side is its chosen side: the same value, so its margin is exactly 0
-    rejected_lr, rejected_logps = chosen_lr.clone(), chosen_logps.clone()
-    rejected_lr[text_pairs] = logps[n:] - ref_rejected_kept
-    rejected_logps[text_pairs] = logps[n:]
+        ref_chosen, ref_rejected = split_sides(trainer.reference_per_token_logps(main).sum(dim=1), text_pairs)
+    # a rehearsal pair's rejected side is its chosen side: the same values, so its margin is exactly 0
+    chosen_lr, rejected_lr = chosen_logps - ref_chosen, rejected_logps - ref_rejected
 
     chosen_tokens, chosen_mask = per_token[:n], main["completion_mask"][:n, 1:]
     loss, terms = 0.0, {}

@@ -83,6 +83,18 @@ def _message_text(messages) -> str:
     return "".join(p.get("text") or "" for p in content if p.get("type") == "text")
 
 
+def split_sides(values: torch.Tensor, text_pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) per pair from one value per batch row, in TRL's layout [chosen..., rejected...] or
+    the compact one [chosen..., rejected of the text pairs...], where a pair with equal texts has its
+    rejected side equal to its chosen side (the same sequence)."""
+    n = text_pairs.numel()
+    if values.size(0) == 2 * n:
+        return values[:n], values[n:]
+    rejected = values[:n].clone()
+    rejected[text_pairs.bool()] = values[n:]
+    return values[:n], rejected
+
+
 def collate_side(processor, images, prompts: list[str], completions: list[str], max_length: int | None) -> dict:
     """One side of a preference batch (prompt with its images + one completion), built the way TRL's
     DataCollatorForVisionPreference builds each side, so its tokens match the main batch's."""
@@ -120,9 +132,10 @@ class HallucinationPreferenceCollator:
     rest of the completion, 0 elsewhere) and precomputed reference columns (`ref_*`) when present.
 
     `compact_rehearsal`: rows [chosen of every pair..., rejected of the text pairs only] instead of TRL's
-    [chosen..., rejected...] when some pairs have equal texts (qa rehearsal rows, image-strategy pairs under
-    TRL's loss types): their rejected row is the chosen row again and feeds no loss (see
-    align/dpo_objective.py, `rehearsal_compact_loss`). Only for TRL's `sigmoid` / `sft`."""
+    [chosen..., rejected...] when some pairs have equal texts (qa rehearsal rows, image-strategy pairs): their
+    rejected row is the chosen row again (the corrupted image is a branch of its own) and feeds no loss (see
+    align/dpo_objective.py: `rehearsal_compact_loss` for TRL's `sigmoid` / `sft`, `halign_loss` for
+    halign's types, whose sigmoid and dense terms skip such pairs). `dense_weights` follow the same rows."""
     processor: object
     max_length: int | None = None
     corrupted: bool = False
@@ -132,8 +145,6 @@ class HallucinationPreferenceCollator:
     _trl: DataCollatorForVisionPreference = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.compact_rehearsal and (self.corrupted or self.dense_gamma is not None):
-            raise ValueError("compact_rehearsal is for TRL's sigmoid/sft rows only, not mDPO's or dense DPO's")
         self._trl = DataCollatorForVisionPreference(processor=self.processor, max_length=self.max_length)
 
     def __call__(self, examples: list[dict]) -> dict:
@@ -148,6 +159,7 @@ class HallucinationPreferenceCollator:
             rendered.append(apply_chat_template(msgs, self.processor))
         texts = [(_message_text(e["chosen"]), _message_text(e["rejected"])) for e in examples]
         text_pairs = [c != r for c, r in texts]
+        keep = list(range(len(examples)))          # the pairs whose rejected row the batch holds, in order
         if self.compact_rehearsal and not all(text_pairs):
             # the same tokens as TRL's rows, built in one pass over [chosen of all, rejected of text pairs]
             keep = [i for i, t in enumerate(text_pairs) if t]
@@ -165,7 +177,7 @@ class HallucinationPreferenceCollator:
                                 [r["chosen"] for r in rendered], self.max_length)
             batch.update({CORRUPTED + k: v for k, v in side.items()})
         if self.dense_gamma is not None:
-            batch["dense_weights"] = self._dense_weights(examples, rendered, texts, batch["completion_mask"])
+            batch["dense_weights"] = self._dense_weights(examples, rendered, texts, batch["completion_mask"], keep)
         for col in self.ref_columns:
             batch[col] = torch.tensor([float(e[col]) for e in examples])
         return batch
@@ -177,16 +189,21 @@ class HallucinationPreferenceCollator:
             return list(given)
         return [mdpo_crop(im, f"{chosen_text}|{i}") for i, im in enumerate(example["images"])]
 
-    def _dense_weights(self, examples, rendered, texts, completion_mask) -> torch.Tensor:
+    def _dense_weights(self, examples, rendered, texts, completion_mask, rejected_rows: list[int]) -> torch.Tensor:
+        """Per token of each row: row i is pair i's chosen side, row n + k the rejected side of pair
+        rejected_rows[k] (every pair in TRL's layout, the text pairs in the compact one)."""
         tok = self.processor.tokenizer
         weights = torch.zeros(completion_mask.shape, dtype=torch.float32)
         n = len(examples)
+        rejected_row = {i: n + k for k, i in enumerate(rejected_rows)}
         for i, (e, r, (chosen_text, rejected_text)) in enumerate(zip(examples, rendered, texts)):
             marks = e.get("chosen_segments"), e.get("rejected_segments")
             if marks[0] is None and marks[1] is None:
                 marks = diff_segments(chosen_text, rejected_text)
-            for row, completion, text, segments in ((i, r["chosen"], chosen_text, marks[0]),
-                                                    (n + i, r["rejected"], rejected_text, marks[1])):
+            sides = [(i, r["chosen"], chosen_text, marks[0])]
+            if i in rejected_row:
+                sides.append((rejected_row[i], r["rejected"], rejected_text, marks[1]))
+            for row, completion, text, segments in sides:
                 enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)
                 start = completion.find(text) if text else 0
                 w = token_weights(enc["offset_mapping"], max(start, 0), segments, self.dense_gamma)
@@ -231,11 +248,13 @@ class HallucinationDPOTrainer(DPOTrainer):
             self.data_collator.compact_rehearsal = True
 
     def _compacts_rehearsal(self, loss_types) -> bool:
-        """Whether equal-text pairs can skip their rejected row: only where TRL's loss would give them a
-        constant (sigmoid: log 2, no gradient) and nothing else reads that row."""
+        """Whether equal-text pairs can skip their rejected row: only where no loss term reads it. halign's
+        loss skips such pairs in its sigmoid and dense terms and reads only chosen rows otherwise; TRL's
+        sigmoid gives them a constant (log 2, no gradient) and its sft term reads chosen rows."""
         args = self.args
-        return (set(loss_types) <= {"sigmoid", "sft"} and args.f_divergence_type == "reverse_kl"
-                and not args.use_weighting and args.ld_alpha is None and not self.aux_loss_enabled)
+        plain = (args.f_divergence_type == "reverse_kl" and not args.use_weighting and args.ld_alpha is None
+                 and not self.aux_loss_enabled)
+        return plain and (bool(self._halign_types) or set(loss_types) <= {"sigmoid", "sft"})
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()
@@ -289,20 +308,21 @@ class HallucinationDPOTrainer(DPOTrainer):
         """Every reference value halign's losses need for a batch (what the precompute stores per pair)."""
         main = {k: v for k, v in inputs.items() if k not in BATCH_EXTRAS and not k.startswith(CORRUPTED)}
         per_token = self.reference_per_token_logps(main, model)
-        chosen, rejected = per_token.sum(dim=1).chunk(2)
+        text_pairs = inputs["text_pair_mask"].bool()
+        chosen, rejected = split_sides(per_token.sum(dim=1), text_pairs)
         values = {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
         if "mdpo_conditional" in self._halign_types:
             side = {k[len(CORRUPTED):]: v for k, v in inputs.items() if k.startswith(CORRUPTED)}
             values["ref_corrupted_logps"] = self.reference_per_token_logps(side, model).sum(dim=1)
         if "dense" in self._halign_types:
             dense = weighted_sequence_logps(per_token, inputs["dense_weights"][:, 1:].to(per_token.dtype))
-            values["ref_chosen_dense_logps"], values["ref_rejected_dense_logps"] = dense.chunk(2)
+            values["ref_chosen_dense_logps"], values["ref_rejected_dense_logps"] = split_sides(dense, text_pairs)
         return values
 
     # ------------------------------------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
         inputs = dict(inputs)
-        if getattr(self.data_collator, "compact_rehearsal", False):
+        if getattr(self.data_collator, "compact_rehearsal", False) and not self._halign_types:
             # every batch, compact or not, so that all ranks run the same collectives
             from align.dpo_objective import rehearsal_compact_loss
             return rehearsal_compact_loss(self, model, inputs, return_outputs)

@@ -237,33 +237,37 @@ def test_precomputed_reference_gives_the_live_reference_steps(use_peft, losses, 
 
 
 # ------------------------------------------------------------------------------- compact rehearsal rows
-@pytest.mark.parametrize("family", ["qwen2-vl", "llava-clip"])
-def test_compact_rehearsal_rows_give_trls_steps(family, world, checkpoints, tmp_path, monkeypatch):
-    """With TRL's [sigmoid, sft], pairs with equal texts (here the `image` strategy's) keep only their chosen
-    row; loss and gradient norm of every step are TRL's own on the full batch."""
+@pytest.mark.parametrize("family,losses", [("qwen2-vl", ["sigmoid", "sft"]), ("llava-clip", ["sigmoid", "sft"]),
+                                           ("qwen2-vl", HALLUCINATION_LOSSES), ("llava-clip", ["sigmoid", "sft_rows"])],
+                         ids=["qwen2-vl-trl", "llava-clip-trl", "qwen2-vl-mdpo-dense", "llava-clip-sft-rows"])
+def test_compact_rehearsal_rows_give_the_full_batchs_steps(family, losses, world, checkpoints, tmp_path, monkeypatch):
+    """Pairs with equal texts (here the `image` strategy's) keep only their chosen row. With TRL's [sigmoid,
+    sft], loss and gradient norm of every step are TRL's own on the full batch; with halign's loss types
+    (mDPO, dense, sft_rows: their sigmoid and dense terms skip such pairs) they are halign's on the full batch."""
     from align import dpo_objective
     from align.dpo import run_dpo
     from align.dpo_variants import HallucinationDPOTrainer
 
-    compact_rows = []
-    real = dpo_objective.rehearsal_compact_loss
+    rows_seen = []
+    loss_fn = "rehearsal_compact_loss" if set(losses) <= {"sigmoid", "sft"} else "halign_loss"
+    real = getattr(dpo_objective, loss_fn)
 
     def spy(trainer, model, inputs, return_outputs):
-        compact_rows.append((inputs["input_ids"].size(0), int(inputs["text_pair_mask"].sum()),
-                             inputs["text_pair_mask"].numel()))
+        rows_seen.append((inputs["input_ids"].size(0), int(inputs["text_pair_mask"].sum()),
+                          inputs["text_pair_mask"].numel()))
         return real(trainer, model, inputs, return_outputs)
 
     def run(name):
         metrics = run_dpo(stage_config("dpo", tmp_path / name, checkpoints[family], world["pairs"],
-                                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5],
+                                       loss_type=losses, loss_weights=[1.0] + [0.5] * (len(losses) - 1),
                                        per_device_train_batch_size=4, max_steps=3))
         return [(h["loss"], h["grad_norm"]) for h in metrics["log_history"] if "loss" in h]
 
-    monkeypatch.setattr(dpo_objective, "rehearsal_compact_loss", spy)
-    compact = run("compact")
+    monkeypatch.setattr(dpo_objective, loss_fn, spy)
+    compact, compact_rows = run("compact"), list(rows_seen)
     monkeypatch.setattr(HallucinationDPOTrainer, "_compacts_rehearsal", lambda self, types: False)
-    full = run("trl")
-    assert all(rows == n + kept for rows, kept, n in compact_rows)
+    full = run("full")
+    assert compact_rows and all(rows == n + kept for rows, kept, n in compact_rows)
     assert any(kept < n for _, kept, n in compact_rows)   # some batches were compact
     assert len(full) == 3 and full[1] != full[0]
     assert [x for step in compact for x in step] == pytest.approx([x for step in full for x in step], rel=1e-4)
@@ -299,6 +303,16 @@ def test_compact_batch_holds_trls_rows(family, checkpoints):
     pixels, trl_pixels = compact["pixel_values"], trl_batch["pixel_values"]
     assert pixels.shape[1:] == trl_pixels.shape[1:] and pixels.shape[0] < trl_pixels.shape[0]
     assert torch_equal(pixels, trl_pixels[:pixels.shape[0]])
+    # mDPO's corrupted branch (every pair's chosen text) and dense weights follow the same rows
+    full = HallucinationPreferenceCollator(processor, corrupted=True, dense_gamma=5.0)(examples)
+    ours = HallucinationPreferenceCollator(processor, corrupted=True, dense_gamma=5.0, compact_rehearsal=True)(examples)
+    assert ours["input_ids"].size(0) == 3 and ours["dense_weights"].shape == ours["input_ids"].shape
+    for row in range(3):
+        weights = ours["dense_weights"][row][ours["attention_mask"][row].bool()]
+        assert weights.tolist() == full["dense_weights"][row][full["attention_mask"][row].bool()].tolist(), row
+    assert ours["dense_weights"][2].max() == 5.0                # the rejected side's inserted "and a blue star"
+    assert torch_equal(ours["corrupted_input_ids"], full["corrupted_input_ids"])
+    assert torch_equal(ours["corrupted_pixel_values"], full["corrupted_pixel_values"])
     # every pair a text pair: TRL's own batch, unchanged
     examples[1]["rejected"] = answer("No.")
     assert torch_equal(HallucinationPreferenceCollator(processor, compact_rehearsal=True)(examples)["input_ids"],
