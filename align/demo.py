@@ -149,7 +149,7 @@ def across_seeds(reports: dict[int, dict]) -> list[dict]:
         ci = seed_mean_interval(values)
         verdict = ("undecided" if ci["low"] is None or ci["low"] < least <= ci["high"]
                    else "holds" if ci["low"] >= least else "fails")
-        rows.append({"target": name, "least": least, "seeds": sorted(pairs), "values": values, **ci,
+        rows.append({"target": name, "least": least, "seeds": list(pairs), "values": values, **ci,
                      "met": sum(v >= least for v in values), "verdict": verdict})
     return rows
 
