@@ -104,6 +104,7 @@ def test_the_demo_prints_the_targets_its_run_missed(capsys):
     out = capsys.readouterr().out
     assert out.startswith("issue 2's targets missed by this run: wall 945 s >= 600 s; SFT CHAIR_s 0.127 < 0.20")
     assert "another --seed, or another CPU, draws another model" in out
+    assert "scripts/bench_demo.py --seeds 0 1 2 ... checks each target's mean over seeds" in out
     print_targets(check_targets(_report(0.885, None), wall=500, quick=False))
     assert capsys.readouterr().out == "issue 2's targets: every one met\n"
 
