@@ -166,7 +166,8 @@ def test_across_seeds_averages_each_target_with_a_t_interval_and_says_whether_it
     runs[2]["results"]["sft"]["chair_s"] = 0.12
     assert {r["target"]: r for r in across_seeds(runs)}["SFT CHAIR_s (%)"]["verdict"] == "fails"
     line = [ln for ln in format_across_seeds(across_seeds(runs)) if "dpo recall" in ln][0]
-    assert line == "  dpo recall change (points) -5.0 [-7.5, -2.5] over 3 seeds, target >= -5.0: undecided (met on 2 of 3)"
+    assert line == ("  dpo recall change (points) -5.0 [-7.5, -2.5] over 3 seeds, target >= -5.0: undecided "
+                    "(met on 2 of 3)")
 
 
 @pytest.mark.unit
@@ -188,8 +189,10 @@ def test_a_bench_of_finished_runs_reads_their_reports_and_prints_the_means(tmp_p
                                       "--out", str(tmp_path / "bench")])
     assert bench_demo.main() == 1                       # seed 1's recall fell 0.06
     printed = capsys.readouterr().out
-    assert "seed 0: wall 400 s; all targets met" in printed and "seed 1: wall 400 s; MISSED: dpo recall fell 0.060" in printed
-    assert "  dpo POPE-adversarial F1 change (points) +0.5 [+0.0, +1.0] over 3 seeds, target >= +0.0: holds (met on 3 of 3)" in printed
+    assert "seed 0: wall 400 s; all targets met" in printed
+    assert "seed 1: wall 400 s; MISSED: dpo recall fell 0.060" in printed
+    assert ("  dpo POPE-adversarial F1 change (points) +0.5 [+0.0, +1.0] over 3 seeds, target >= +0.0: holds "
+            "(met on 3 of 3)") in printed
     bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert {r["target"]: r["verdict"] for r in bench["across_seeds"]}["dpo recall change (points)"] == "undecided"
     monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--reports", str(tmp_path / "none")])
