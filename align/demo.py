@@ -55,9 +55,7 @@ def demo(out: Path = Path("runs/demo"), seed: int = 0, quick: bool = False, resu
                               intervals={n: d.get("ci") for n, d in (evaluated.get("changes") or {}).items()})
         print_summary(report)
         if not quick:          # the quality targets are for the full demo
-            # the wall is the stages' own times, so that a --resume that skipped them still checks the run's
-            wall = sum(v or 0.0 for v in report["timings"].values())
-            print_targets(check_targets(report, wall, quick=False))
+            print_targets(check_targets(report, stages_wall(report), quick=False))
     print(f"demo finished in {total} s -> {out}/report.md, {out}/metrics.png, {out}/export/")
     return 0
 
@@ -67,6 +65,12 @@ TARGET_CUT = {"dpo": 0.50, "ppo": 0.30}
 MIN_SFT_CHAIR_S = 0.20          # the SFT model must really hallucinate
 MIN_SFT_POPE_RANDOM = 0.75      # ... and answer yes/no well above chance
 MAX_RECALL_DROP = 0.05          # every aligned checkpoint
+
+
+def stages_wall(report: dict) -> float:
+    """A run's wall as the sum of its stages' own times, so that a --resume that skipped them (or a bench
+    of finished runs) still checks the run's."""
+    return sum(v or 0.0 for v in (report.get("timings") or {}).values())
 
 
 def _interval(report: dict, name: str, key: str) -> str:

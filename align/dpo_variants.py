@@ -322,13 +322,14 @@ class HallucinationDPOTrainer(DPOTrainer):
     # ------------------------------------------------------------------------------------------------ loss
     def _compute_loss(self, model, inputs, return_outputs):
         inputs = dict(inputs)
-        if getattr(self.data_collator, "compact_rehearsal", False) and not self._halign_types:
-            # every batch, compact or not, so that all ranks run the same collectives
+        # on a compact batch too: every batch takes the same path, so that all ranks run the same collectives
+        if self._halign_types:
+            from align.dpo_objective import halign_loss
+            return halign_loss(self, model, inputs, return_outputs)
+        if getattr(self.data_collator, "compact_rehearsal", False):
             from align.dpo_objective import rehearsal_compact_loss
             return rehearsal_compact_loss(self, model, inputs, return_outputs)
-        if not self._halign_types:   # TRL's own loss types: TRL computes them (ref_* columns included)
-            for k in [k for k in inputs if k in BATCH_EXTRAS or k.startswith(CORRUPTED)]:
-                inputs.pop(k)
-            return super()._compute_loss(model, inputs, return_outputs)
-        from align.dpo_objective import halign_loss
-        return halign_loss(self, model, inputs, return_outputs)
+        # TRL's own loss types: TRL computes them (ref_* columns included) from TRL's batch keys
+        for k in [k for k in inputs if k in BATCH_EXTRAS or k.startswith(CORRUPTED)]:
+            inputs.pop(k)
+        return super()._compute_loss(model, inputs, return_outputs)

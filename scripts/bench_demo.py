@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from align.demo import across_seeds, format_across_seeds  # noqa: E402
+from align.demo import across_seeds, format_across_seeds, stages_wall  # noqa: E402
 from align.demo import check_targets as check  # noqa: E402
 from align.report import change_summary, host_info, host_line  # noqa: E402
 from reward.files import read_json, write_json  # noqa: E402
@@ -92,7 +92,7 @@ def finished_run(run: Path) -> tuple[int, dict, float]:
     if not path.is_file():
         raise SystemExit(f"{path}: no report.json: pass a finished demo run folder (halign demo --out RUN)")
     report = read_json(path)
-    return int(report["seed"]), report, sum(v or 0.0 for v in (report.get("timings") or {}).values())
+    return int(report["seed"]), report, stages_wall(report)
 
 
 def _error_types(result: dict) -> str:
